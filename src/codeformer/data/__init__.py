@@ -1,0 +1,1 @@
+"""Image I/O, synthetic degradation and training datasets."""

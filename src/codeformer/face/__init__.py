@@ -1,0 +1,1 @@
+"""Face detection, alignment, paste-back and the whole-photo restoration pipeline."""

@@ -1,0 +1,1 @@
+"""Training losses: perceptual (LPIPS), adversarial (hinge, adaptive weight)."""

@@ -1,0 +1,1 @@
+"""The networks: VQGAN building blocks, quantizer, autoencoder, transformer, fusion, CodeFormer, discriminator."""

@@ -1,0 +1,1 @@
+"""Training: the shared loop and one step function per stage."""
