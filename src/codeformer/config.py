@@ -59,6 +59,50 @@ class DiscriminatorConfig:
     n_layers: int = 4
 
 
+@dataclass(frozen=True)
+class DegradationConfig:
+    """Synthetic LQ degradation (spec §2.5). Defaults are the official "large" ranges of stages 2 and 3.
+
+    Ranges are (low, high) pairs sampled uniformly. Noise σ and the RGB shift are in 8-bit units (/255).
+    The colour options are off by default; only the official colorization config turns them on.
+    """
+
+    kernel_size: int = 41
+    iso_prob: float = 0.5
+    blur_sigma: tuple[float, float] = (1.0, 15.0)
+    downsample_range: tuple[float, float] = (4.0, 30.0)
+    noise_range: tuple[float, float] = (0.0, 20.0)
+    jpeg_range: tuple[float, float] = (30.0, 80.0)
+    rgb_shift_prob: float = 0.0
+    rgb_shift: float = 20.0
+    color_jitter_prob: float = 0.0
+    brightness: tuple[float, float] = (0.5, 1.5)
+    contrast: tuple[float, float] = (0.5, 1.5)
+    saturation: tuple[float, float] = (0.0, 1.5)
+    hue: tuple[float, float] = (-0.1, 0.1)
+    gray_prob: float = 0.0
+
+    def __post_init__(self) -> None:
+        where = "DegradationConfig"
+        for name in ("blur_sigma", "downsample_range", "noise_range", "jpeg_range", "brightness", "contrast",
+                     "saturation", "hue"):
+            pair = getattr(self, name)
+            if len(pair) != 2 or pair[0] > pair[1]:
+                raise ConfigError(f"{where}.{name}: expected [low, high] with low <= high, got {pair}")
+        if self.kernel_size < 1 or self.kernel_size % 2 == 0:
+            raise ConfigError(f"{where}.kernel_size: expected a positive odd size, got {self.kernel_size}")
+        if self.downsample_range[0] < 1:
+            raise ConfigError(f"{where}.downsample_range: factors must be >= 1, got {self.downsample_range}")
+
+
+# The two official presets (spec §2.5): "large" for stage 2 and stage 3's code-only iterations, "small" for
+# stage 3's fidelity iterations.
+DEGRADATION_LARGE = DegradationConfig()
+DEGRADATION_SMALL = DegradationConfig(
+    blur_sigma=(0.1, 10.0), downsample_range=(1.0, 12.0), noise_range=(0.0, 15.0), jpeg_range=(60.0, 100.0)
+)
+
+
 def _convert(tp: Any, value: Any, where: str) -> Any:
     """Convert a YAML value to the annotated type `tp`, or raise ConfigError naming `where`."""
     origin = typing.get_origin(tp)
