@@ -29,20 +29,8 @@ from tqdm import tqdm
 
 logger = logging.getLogger(__name__)
 
-__all__ = [
-    "WEIGHTS",
-    "WeightFile",
-    "WeightsError",
-    "cache_path",
-    "describe",
-    "file_sha256",
-    "get",
-    "home_dir",
-    "is_cached",
-    "is_offline",
-    "resolve",
-    "weights_dir",
-]
+__all__ = ["WEIGHTS", "WeightFile", "WeightsError", "cache_path", "describe", "file_sha256", "get",
+           "home_dir", "is_cached", "is_offline", "resolve", "weights_dir"]
 
 _RELEASE = "https://github.com/sczhou/CodeFormer/releases/download/v0.1.0/"
 _SLAB = "S-Lab License 1.0 (non-commercial)"
@@ -213,7 +201,10 @@ def _verify_cached(entry: WeightFile, path: Path, url: str, env_var: str | None)
         recorded = _read_stamp(path)
         if recorded is None:
             logger.info("%s: no recorded hash, trusting this copy (sha256 %s)", entry.name, digest)
-            _write_stamp(path, digest)
+            try:
+                _write_stamp(path, digest)
+            except OSError as exc:
+                logger.warning("%s: could not record its hash beside it (%s)", entry.name, exc)
         elif recorded != digest:
             problem = f"sha256 is {digest}, but {_stamp(path).name} recorded {recorded} at first use"
     if problem is not None:
@@ -234,6 +225,9 @@ def _download(entry: WeightFile, url: str, target: Path, env_var: str | None, pr
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(request, timeout=_TIMEOUT_S) as resp:
             header = resp.headers.get("Content-Length")
             expected = int(header) if header and header.isdigit() else entry.size
+            if header and entry.size is not None and expected != entry.size:
+                raise WeightsError(f"{entry.name}: {url} announces {expected} bytes, expected {entry.size} "
+                                   f"(wrong file?); {_hint(target, url, env_var)}")
             with tqdm(total=expected, unit="B", unit_scale=True, unit_divisor=1024, desc=entry.name,
                       file=sys.stderr, disable=not progress, leave=False) as bar:
                 while chunk := resp.read(_CHUNK):
