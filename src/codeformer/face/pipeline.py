@@ -1,0 +1,265 @@
+"""Whole-photo restoration: detect → align → restore (batched) → paste back, as the `Restorer` API.
+
+`Restorer.restore(image)` takes a `Picture` (from `codeformer.data.images.read_image`) or an RGB array and returns
+a `RestoreResult` with the new image and one `FaceResult` per restored face. It never prints; it logs through
+`logging.getLogger(__name__)`. The model is any object with `restore(x, w) -> Tensor` taking and returning
+(B, 3, 512, 512) float32 RGB in [-1, 1] (e.g. `codeformer.checkpoint.load_codeformer(...)`), already on `device`.
+
+Grey inputs are restored in RGB and brought back to grey (Rec. 601 luma), so they stay grey and never turn black.
+The output keeps the input's size times `upscale`; with `aligned=True` the input is taken as an aligned face
+crop of any size: it is resized to 512 (bilinear), restored, and resized back to its own size times `upscale`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import cv2
+import numpy as np
+import torch
+
+from codeformer.data.images import Picture, from_rgb_float, rgb_float
+from codeformer.face.align import (
+    FACE_SIZE,
+    crop_side_in_image,
+    estimate_affine,
+    invert_affine,
+    template,
+    transform_points,
+    warp_face,
+)
+from codeformer.face.detection import SELECTIONS, DlibDetector, Face, FaceDetector, filter_faces, select_faces
+from codeformer.face.paste import paste_back
+
+log = logging.getLogger(__name__)
+
+LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # Rec. 601, as images.from_rgb_float uses
+
+
+class FaceModel(Protocol):
+    """What the pipeline needs from a restoration model."""
+
+    def restore(self, x: torch.Tensor, w: float) -> torch.Tensor:
+        """(B, 3, 512, 512) float32 RGB in [-1, 1] → same shape, possibly outside [-1, 1]."""
+        ...
+
+
+@dataclass(frozen=True)
+class RestoreOptions:
+    """How to restore one photo. w: fidelity in [0, 1] (0 = most restoration, 1 = closest to the input; values
+    up to 2 are accepted as the network was trained up to 1.3). upscale: integer output scale. faces: which
+    faces to restore (all | largest | center). min_face: smallest face box side in input px. aligned: the input
+    is already an aligned face crop. batch_size: faces per model call. draw_boxes: green box around each face.
+    adain: the model's AdaIN of the predicted latent (the official inference default)."""
+
+    w: float = 0.5
+    upscale: int = 1
+    faces: str = "all"
+    min_face: float = 32.0
+    aligned: bool = False
+    batch_size: int = 4
+    draw_boxes: bool = False
+    adain: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.w <= 2.0:
+            raise ValueError(f"w must be in [0, 2] (usually [0, 1]), got {self.w}")
+        if int(self.upscale) != self.upscale or not 1 <= self.upscale <= 8:
+            raise ValueError(f"upscale must be an integer from 1 to 8, got {self.upscale}")
+        if self.faces not in SELECTIONS:
+            raise ValueError(f"faces must be one of {', '.join(SELECTIONS)}, got {self.faces!r}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
+        if self.min_face < 0:
+            raise ValueError(f"min_face must be >= 0, got {self.min_face}")
+
+
+@dataclass
+class FaceResult:
+    """One restored face. box: (x0, y0, x1, y1) and landmarks5 ((5, 2) x, y) in input pixels; score: detector
+    score; face_size: side in input pixels of the square that became the 512 crop; w: fidelity used;
+    cropped / restored: 512×512×3 uint8 RGB; affine: 2×3 float64 input → crop."""
+
+    box: tuple[float, float, float, float]
+    score: float
+    landmarks5: np.ndarray
+    face_size: float
+    w: float
+    cropped: np.ndarray = field(repr=False)
+    restored: np.ndarray = field(repr=False)
+    affine: np.ndarray = field(repr=False)
+
+
+@dataclass
+class RestoreResult:
+    """image: a `Picture` when the input was one (same layout, depth and metadata), else H'×W'×3 float32 RGB in
+    [0, 1]. faces: one record per restored face. timings: seconds per stage (detect, align, restore, paste)."""
+
+    image: Picture | np.ndarray
+    faces: list[FaceResult]
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def to_uint8(rgb: np.ndarray) -> np.ndarray:
+    """float in [0, 1] → uint8 (rounded, clipped)."""
+    return np.rint(np.clip(rgb, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def to_grey_rgb(rgb: np.ndarray) -> np.ndarray:
+    """H×W×3 float32 → its Rec. 601 luma replicated in three channels (float32)."""
+    luma = rgb @ LUMA
+    return np.repeat(luma[..., None], 3, axis=-1)
+
+
+def as_rgb_float(image: Picture | np.ndarray) -> tuple[np.ndarray, bool]:
+    """(H×W×3 float32 in [0, 1], is_grey) from a Picture or an array: H×W or H×W×{1,3,4} uint8 (/255),
+    uint16 (/65535) or float (taken as [0, 1]); alpha is ignored. An array is grey when its channels are equal."""
+    if isinstance(image, Picture):
+        return rgb_float(image), image.is_grey
+    arr = np.asarray(image)
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4):
+        raise ValueError(f"expected an H×W, H×W×1, H×W×3 or H×W×4 image, got shape {arr.shape}")
+    arr = arr[:, :, :3]
+    if arr.dtype == np.uint8:
+        rgb = arr.astype(np.float32) / 255.0
+    elif arr.dtype == np.uint16:
+        rgb = arr.astype(np.float32) / 65535.0
+    else:
+        rgb = arr.astype(np.float32)
+    if rgb.shape[2] == 1:
+        return np.repeat(rgb, 3, axis=2), True
+    grey = bool(np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2]))
+    return rgb, grey
+
+
+def _model_kwargs(model: Any, adain: bool) -> dict[str, bool]:
+    """Keyword for the model's AdaIN switch, if its `restore` has one; a non-default request to a model
+    without the switch is an error rather than a silently ignored knob."""
+    params = inspect.signature(model.restore).parameters
+    for name in ("adain", "adain_latent"):
+        if name in params:
+            return {name: adain}
+    if not adain:
+        raise ValueError(f"{type(model).__name__}.restore has no AdaIN switch; cannot honour adain=False")
+    return {}
+
+
+def draw_boxes(rgb: np.ndarray, boxes: list[tuple[float, float, float, float]], scale: float) -> np.ndarray:
+    """A copy of H×W×3 float32 `rgb` with a green rectangle around each (input-pixel) box scaled by `scale`."""
+    out = rgb.copy()
+    thickness = max(1, round(min(out.shape[:2]) / 300))
+    for x0, y0, x1, y1 in boxes:
+        p0 = (round(x0 * scale), round(y0 * scale))
+        p1 = (round(x1 * scale) - 1, round(y1 * scale) - 1)
+        cv2.rectangle(out, p0, p1, (0.0, 1.0, 0.0), thickness)
+    return out
+
+
+class Restorer:
+    """Restores every face of a photo with `model` (see the module docstring for the contract).
+
+    detector: any `FaceDetector`; None makes a `DlibDetector` on first use. device: where input batches go
+    (the model must already be there). options: default `RestoreOptions`, overridable per call.
+    """
+
+    def __init__(self, model: FaceModel, detector: FaceDetector | None = None, device: str | torch.device = "cpu",
+                 options: RestoreOptions | None = None):
+        self.model = model
+        self.detector = detector
+        self.device = torch.device(device)
+        self.options = options or RestoreOptions()
+
+    def detect(self, rgb: np.ndarray, options: RestoreOptions | None = None) -> list[Face]:
+        """Faces to restore in H×W×3 float32 `rgb`: detected, filtered by min_face, eye distance and landmark
+        sanity, then selected (all | largest | center)."""
+        opts = options or self.options
+        if self.detector is None:
+            self.detector = DlibDetector()
+        faces = self.detector.detect(to_uint8(rgb), min_face=opts.min_face)
+        faces = filter_faces(faces, min_face=opts.min_face)
+        return select_faces(faces, opts.faces, rgb.shape)
+
+    def restore_crops(self, crops: np.ndarray, options: RestoreOptions | None = None) -> np.ndarray:
+        """Run the model on N×512×512×3 float32 crops in [0, 1], `batch_size` at a time, under no_grad.
+        Returns N×512×512×3 float32 in [0, 1]."""
+        opts = options or self.options
+        kwargs = _model_kwargs(self.model, opts.adain)
+        out = np.empty_like(crops, dtype=np.float32)
+        with torch.no_grad():
+            for start in range(0, len(crops), opts.batch_size):
+                chunk = torch.from_numpy(np.ascontiguousarray(crops[start:start + opts.batch_size]))
+                x = chunk.permute(0, 3, 1, 2).to(self.device, torch.float32) * 2.0 - 1.0  # (B, 3, 512, 512)
+                y = self.model.restore(x, w=opts.w, **kwargs)
+                if tuple(y.shape) != tuple(x.shape):
+                    raise ValueError(f"model returned shape {tuple(y.shape)} for input {tuple(x.shape)}")
+                y = (y.float().clamp(-1.0, 1.0) + 1.0) / 2.0
+                out[start:start + len(chunk)] = y.permute(0, 2, 3, 1).cpu().numpy()
+        return out
+
+    def restore(self, image: Picture | np.ndarray, options: RestoreOptions | None = None) -> RestoreResult:
+        """Restore all selected faces of `image` (a Picture or an H×W[×C] array, see `as_rgb_float`)."""
+        opts = options or self.options
+        rgb, grey = as_rgb_float(image)
+        if opts.aligned:
+            out_rgb, faces, timings = self._restore_aligned(rgb, grey, opts)
+        else:
+            out_rgb, faces, timings = self._restore_photo(rgb, grey, opts)
+        if grey:
+            out_rgb = to_grey_rgb(out_rgb)
+        if opts.draw_boxes:
+            out_rgb = draw_boxes(out_rgb, [f.box for f in faces], opts.upscale)
+        if isinstance(image, Picture):
+            return RestoreResult(from_rgb_float(image, out_rgb), faces, timings)
+        return RestoreResult(np.clip(out_rgb, 0.0, 1.0).astype(np.float32), faces, timings)
+
+    def _restore_photo(self, rgb: np.ndarray, grey: bool,
+                       opts: RestoreOptions) -> tuple[np.ndarray, list[FaceResult], dict[str, float]]:
+        timings = {}
+        t0 = time.perf_counter()
+        detected = self.detect(rgb, opts)
+        t1 = time.perf_counter()
+        affines = [estimate_affine(face.landmarks5) for face in detected]
+        crops = np.stack([warp_face(rgb, m) for m in affines]) if affines else np.zeros((0, 512, 512, 3), np.float32)
+        t2 = time.perf_counter()
+        restored = self.restore_crops(crops, opts) if len(crops) else crops
+        if grey:
+            restored = to_grey_rgb(restored)
+        t3 = time.perf_counter()
+        out = paste_back(rgb, list(restored), [invert_affine(m) for m in affines], opts.upscale)
+        t4 = time.perf_counter()
+        timings.update(detect=t1 - t0, align=t2 - t1, restore=t3 - t2, paste=t4 - t3)
+        log.debug("%d face(s); timings %s", len(detected), timings)
+        results = [
+            FaceResult(face.box, face.score, face.landmarks5, crop_side_in_image(m), opts.w,
+                       to_uint8(crop), to_uint8(rest), m)
+            for face, m, crop, rest in zip(detected, affines, crops, restored, strict=True)
+        ]
+        return out, results, timings
+
+    def _restore_aligned(self, rgb: np.ndarray, grey: bool,
+                         opts: RestoreOptions) -> tuple[np.ndarray, list[FaceResult], dict[str, float]]:
+        h, w = rgb.shape[:2]
+        t0 = time.perf_counter()
+        crop = cv2.resize(rgb, (FACE_SIZE, FACE_SIZE), interpolation=cv2.INTER_LINEAR)
+        t1 = time.perf_counter()
+        restored = self.restore_crops(crop[None], opts)[0]
+        if grey:
+            restored = to_grey_rgb(restored)
+        t2 = time.perf_counter()
+        out_size = (w * opts.upscale, h * opts.upscale)
+        shrink = out_size[0] * out_size[1] < FACE_SIZE * FACE_SIZE
+        out = cv2.resize(restored, out_size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LANCZOS4)
+        out = np.clip(out, 0.0, 1.0)  # Lanczos overshoots
+        t3 = time.perf_counter()
+        affine = np.array([[FACE_SIZE / w, 0.0, 0.0], [0.0, FACE_SIZE / h, 0.0]])
+        affine[:, 2] = (FACE_SIZE / np.array([w, h]) - 1) / 2  # pixel centres, as cv2.resize maps them
+        landmarks = transform_points(template(), invert_affine(affine))
+        face = FaceResult((0.0, 0.0, float(w), float(h)), 1.0, landmarks, float(max(w, h)), opts.w,
+                          to_uint8(crop), to_uint8(restored), affine)
+        return out, [face], {"detect": 0.0, "align": t1 - t0, "restore": t2 - t1, "paste": t3 - t2}
