@@ -59,11 +59,16 @@ class VGG16Features(nn.Module):
 
 class _LinearHead(nn.Module):
     """LPIPS `NetLinLayer`: a bias-free 1×1 conv to one channel. Index 0 held dropout in LPIPS's training;
-    it is an identity here (LPIPS is only evaluated), which keeps the weight under the key `model.1.weight`."""
+    it is an identity here (LPIPS is only evaluated), which keeps the weight under the key `model.1.weight`.
+
+    The released heads are non-negative (LPIPS clamps them while training), which makes the distance >= 0;
+    the random initial weights are drawn non-negative too, so an unloaded LPIPS keeps that property.
+    """
 
     def __init__(self, channels: int) -> None:
         super().__init__()
         self.model = nn.Sequential(nn.Identity(), nn.Conv2d(channels, 1, kernel_size=1, bias=False))
+        nn.init.uniform_(self.model[1].weight, 0.0, 2.0 / channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -77,8 +82,8 @@ def _unit_normalize(x: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
 class LPIPS(nn.Module):
     """Learned perceptual image patch similarity, VGG variant v0.1, frozen and in eval mode.
 
-    forward(x0, x1): two (B, 3, H, W) float images in [-1, 1] (H, W >= 16) → (B,) distances, >= 0,
-    0 for identical inputs, symmetric in its arguments. Gradients flow to the inputs only.
+    forward(x0, x1): two (B, 3, H, W) float images in [-1, 1] (H, W >= 16) → (B,) distances: >= 0 (the
+    heads are non-negative), 0 for identical inputs, symmetric in its arguments. Gradients flow to the inputs only.
     """
 
     def __init__(self) -> None:
