@@ -47,11 +47,95 @@ def _run_download(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _add_restore(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("restore", help="restore the faces of photos (files, folders, or - for stdin→stdout)")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders, or - (stdin → stdout)")
+    p.add_argument("-o", "--output", metavar="OUTDIR", help="output folder (required unless the input is -)")
+    p.add_argument("-w", "--fidelity", type=float, default=0.5, help="fidelity w in [0, 1]: 0 most restored, "
+                   "1 closest to the input (default 0.5; 0.7 suits whole photos)")
+    p.add_argument("-s", "--upscale", type=int, default=1, help="integer output scale (default 1: same size)")
+    p.add_argument("--faces", choices=("all", "largest", "center"), default="all", help="which faces to restore")
+    p.add_argument("--min-face", type=float, default=32.0, metavar="PX", help="smallest face box side (px)")
+    p.add_argument("--aligned", action="store_true", help="inputs are aligned face crops: no detection")
+    p.add_argument("--save-faces", action="store_true", help="also write each aligned crop and its restoration")
+    p.add_argument("--compare", action="store_true", help="also write input | output side by side")
+    p.add_argument("--draw-boxes", action="store_true", help="draw a green box around each restored face")
+    p.add_argument("--batch-size", type=int, default=4, metavar="N", help="faces per model call (default 4)")
+    p.add_argument("--ext", metavar="EXT", help="output format by extension (png, jpg, webp, tif, ...)")
+    p.add_argument("--recursive", action="store_true", help="walk subfolders of folder inputs")
+    p.add_argument("--weights", metavar="PATH", help="codeformer.pth (default: $CODEFORMER_WEIGHTS or the cache)")
+    p.add_argument("--device", choices=("cpu", "cuda", "mps"), default="cpu", help="where the model runs")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_restore)
+
+
+def _device_problem(device: str) -> str | None:
+    import torch
+
+    if device == "cuda" and not torch.cuda.is_available():
+        return "--device cuda: no CUDA device is available"
+    if device == "mps" and not torch.backends.mps.is_available():
+        return "--device mps: no MPS device is available"
+    return None
+
+
+def _run_restore(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from codeformer import weights
+    from codeformer.checkpoint import load_codeformer
+    from codeformer.data.images import ImageReadError, ImageWriteError
+    from codeformer.face.batch import OutputOptions, one_line_error, restore_bytes, run_batch
+    from codeformer.face.pipeline import RestoreOptions, Restorer
+
+    stream = args.inputs == ["-"]
+    if "-" in args.inputs and not stream:
+        print("codeformer restore: - (stdin) cannot be combined with other inputs", file=sys.stderr)
+        return 2
+    if not stream and not args.output:
+        print("codeformer restore: -o OUTDIR is required (unless the input is -)", file=sys.stderr)
+        return 2
+    try:
+        opts = RestoreOptions(w=args.fidelity, upscale=args.upscale, faces=args.faces, min_face=args.min_face,
+                              aligned=args.aligned, batch_size=args.batch_size, draw_boxes=args.draw_boxes)
+    except ValueError as exc:
+        print(f"codeformer restore: {exc}", file=sys.stderr)
+        return 2
+    problem = _device_problem(args.device)
+    if problem:
+        print(f"codeformer restore: {problem}", file=sys.stderr)
+        return 2
+    try:
+        path = weights.resolve("codeformer.pth", path=args.weights, env_var="CODEFORMER_WEIGHTS",
+                               progress=not args.no_progress)
+        model = load_codeformer(path, device=args.device)
+    except (weights.WeightsError, OSError, ValueError, RuntimeError, KeyError) as exc:
+        print(f"error: {one_line_error(str(args.weights or 'codeformer.pth'), exc)}", file=sys.stderr)
+        return 1
+    print(weights.describe("codeformer.pth"), file=sys.stderr)
+    restorer = Restorer(model, device=args.device, options=opts)
+    if stream:
+        try:
+            data, _ = restore_bytes(restorer, sys.stdin.buffer.read(), opts, ext=args.ext)
+        except (ImageReadError, ImageWriteError, ValueError, RuntimeError) as exc:
+            print(f"error: {one_line_error('<stdin>', exc)}", file=sys.stderr)
+            return 1
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return 0
+    output = OutputOptions(Path(args.output), save_faces=args.save_faces, compare=args.compare, ext=args.ext,
+                           recursive=args.recursive)
+    report = run_batch(restorer, args.inputs, opts, output, progress=not args.no_progress)
+    print(report.summary(), file=sys.stderr)
+    return 1 if report.failures or report.images == 0 else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="codeformer", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_download(sub)
+    _add_restore(sub)
     return parser
 
 
