@@ -205,3 +205,10 @@ def test_config_rejects_bad_ranges() -> None:
         DegradationConfig(blur_sigma=(5.0, 1.0))
     with pytest.raises(ConfigError, match="downsample_range"):
         DegradationConfig(downsample_range=(0.5, 2.0))
+
+
+def test_color_jitter_hue_rotates_red_to_green() -> None:
+    red = np.zeros((2, 2, 3), np.float32)
+    red[..., 0] = 1.0
+    out = color_jitter(red, np.random.default_rng(0), (1.0, 1.0), (1.0, 1.0), (1.0, 1.0), (1 / 3, 1 / 3))
+    np.testing.assert_allclose(out[0, 0], [0.0, 1.0, 0.0], atol=1e-5)
