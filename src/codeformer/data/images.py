@@ -37,24 +37,18 @@ _DECODE_ERRORS = (OSError, SyntaxError, ValueError, TypeError, EOFError, IndexEr
                   zlib.error)
 
 
-class ImageReadError(ValueError):
+class _OneLineError(ValueError):
+    def __init__(self, name: str, problem: str) -> None:
+        self.name, self.problem = (" ".join(str(t).split()) for t in (name, problem))
+        super().__init__(f"{self.name}: {self.problem}")
+
+
+class ImageReadError(_OneLineError):
     """A file that cannot be read as an image; ``str()`` is one line ``"<name>: <problem>"``."""
 
-    def __init__(self, name: str, problem: str) -> None:
-        self.name, self.problem = _one_line(name), _one_line(problem)
-        super().__init__(f"{self.name}: {self.problem}")
 
-
-class ImageWriteError(ValueError):
+class ImageWriteError(_OneLineError):
     """An image that cannot be written; ``str()`` is one line ``"<name>: <problem>"``."""
-
-    def __init__(self, name: str, problem: str) -> None:
-        self.name, self.problem = _one_line(name), _one_line(problem)
-        super().__init__(f"{self.name}: {self.problem}")
-
-
-def _one_line(text: object) -> str:
-    return " ".join(str(text).split())
 
 
 @dataclass
@@ -172,7 +166,7 @@ def read_image(source: str | os.PathLike[str] | bytes, name: str | None = None,
         data = bytes(source)
     else:
         label = name or os.fspath(source)
-        data = _read_bytes(source, label)
+        data = _read_bytes(source, label, max_pixels)
     if not data:
         raise ImageReadError(label, "empty file")
     im = _open_lazy(data, label)
@@ -182,9 +176,12 @@ def read_image(source: str | os.PathLike[str] | bytes, name: str | None = None,
         im.close()
 
 
-def _read_bytes(path: str | os.PathLike[str], label: str) -> bytes:
+def _read_bytes(path: str | os.PathLike[str], label: str, max_pixels: int) -> bytes:
     try:
         with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > 8 * max_pixels + (64 << 20):  # more than 16-bit RGBA at the pixel limit: refuse
+                raise ImageReadError(label, f"file too large ({size / 1e9:.1f} GB)")
             return f.read()
     except FileNotFoundError:
         raise ImageReadError(label, "no such file") from None
@@ -240,10 +237,10 @@ def _decode(im: Image.Image, data: bytes, label: str, max_pixels: int) -> Pictur
     notes: list[str] = []
     try:
         frames = getattr(im, "n_frames", 1)
-        if frames > 1:
-            kind = {"GIF": "animated GIF", "TIFF": "multi-page TIFF", "JPEG": "multi-picture JPEG"}
-            notes.append(f"{kind.get(fmt, 'animated ' + fmt)}: used the first of {frames} frames")
-            im.seek(0)
+        if frames > 1 and fmt != "JPEG":  # a phone's MPO JPEG: the other pictures are previews
+            kind = {"GIF": "animated GIF", "TIFF": "multi-page TIFF"}.get(fmt, f"animated {fmt}")
+            notes.append(f"{kind}: used the first of {frames} frames")
+        im.seek(0)
         im.load()
         orientation = im.getexif().get(_ORIENTATION, 1)
         if _needs_cv2(im, data):
@@ -264,6 +261,9 @@ def _decode(im: Image.Image, data: bytes, label: str, max_pixels: int) -> Pictur
     if orientation in range(2, 9):
         pixels = _orient(pixels, orientation)
         exif = _reset_orientation(exif) if exif is not None else None
+    if icc is not None and icc[16:20] != (b"GRAY" if pixels.shape[2] == 1 else b"RGB "):
+        notes.append(f"ICC profile dropped (a {icc[16:20].decode('latin-1').strip()!r} profile)")
+        icc = None
     pixels = np.ascontiguousarray(pixels)
     return Picture(pixels, fmt, icc, exif, looks_grey(pixels), "; ".join(notes) or None)
 
@@ -377,10 +377,16 @@ def _reset_orientation(exif: bytes) -> bytes:
 
 
 # ---------------------------------------------------------------------------------------------- writing
-def encode_image(pic: Picture, format: str, quality: int = 95) -> bytes:
-    """The bytes of ``pic`` encoded as ``format`` ("PNG", "JPEG", ...), e.g. for stdout."""
+def encode_image(pic: Picture, format: str, quality: int = 95, name: str = "<stdout>") -> bytes:
+    """The bytes of ``pic`` encoded as ``format`` ("PNG", "JPEG", ...), e.g. for stdout.
+
+    Same conversions as :func:`write_image`; failures raise ImageWriteError starting with ``name``.
+    """
     buf = io.BytesIO()
-    _encode_into(buf, pic, format.upper(), quality)
+    try:
+        _encode_into(buf, pic, format.upper(), quality)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ImageWriteError(name, f"cannot encode {format.upper()} ({exc})") from exc
     return buf.getvalue()
 
 

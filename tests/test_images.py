@@ -1,0 +1,525 @@
+"""Tests for codeformer.data.images: faithful reads, metadata, errors, atomic writes."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import struct
+import subprocess
+import sys
+import textwrap
+import time
+import tracemalloc
+import zlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image, ImageCms, ImageOps
+
+from codeformer.data import images
+from codeformer.data.images import (
+    IMAGE_EXTENSIONS,
+    ImageReadError,
+    ImageWriteError,
+    Picture,
+    encode_image,
+    from_rgb_float,
+    is_image_path,
+    read_image,
+    rgb_float,
+    write_image,
+)
+
+SHARED = Path("/work/shared/data")
+SRGB_ICC = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+def gradient(h: int = 24, w: int = 32, c: int = 3, dtype: type = np.uint8, seed: int = 0) -> np.ndarray:
+    """A smooth H×W×C test image with some noise (not grey unless c == 1)."""
+    top = 65535 if dtype == np.uint16 else 255
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    chans = [x / (w - 1), y / (h - 1), (x + y) / (w + h - 2), 1.0 - x / (w - 1)][:c]
+    noise = np.random.default_rng(seed).uniform(-0.02, 0.02, (h, w, c))
+    return np.rint(np.clip(np.stack(chans, axis=2) + noise, 0, 1) * top).astype(dtype)
+
+
+def exif_bytes(orientation: int) -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    exif[0x010F] = "TestCam"  # Make
+    return exif.tobytes()
+
+
+# ------------------------------------------------------------------------------------------ reading
+@pytest.mark.parametrize(("mode", "channels"), [("L", 1), ("RGB", 3), ("RGBA", 4)])
+def test_png_8bit_read_exact(tmp_path: Path, mode: str, channels: int) -> None:
+    arr = gradient(c=channels)
+    path = tmp_path / "a.png"
+    Image.fromarray(arr[..., 0] if channels == 1 else arr).save(path)
+    pic = read_image(path)
+    assert pic.pixels.shape == (24, 32, channels) and pic.pixels.dtype == np.uint8
+    assert np.array_equal(pic.pixels, arr)
+    assert pic.format == "PNG" and pic.note is None
+    assert pic.is_grey == (channels == 1)
+
+
+def test_16bit_grey_png(tmp_path: Path) -> None:
+    arr = gradient(c=1, dtype=np.uint16)
+    path = tmp_path / "g16.png"
+    assert cv2.imwrite(str(path), arr[..., 0])
+    pic = read_image(path)
+    assert pic.pixels.dtype == np.uint16 and pic.pixels.shape == (24, 32, 1)
+    assert np.array_equal(pic.pixels, arr) and pic.is_grey
+
+
+@pytest.mark.parametrize("ext", [".png", ".tif"])
+@pytest.mark.parametrize("channels", [3, 4])
+def test_16bit_colour_read_exact(tmp_path: Path, ext: str, channels: int) -> None:
+    arr = gradient(c=channels, dtype=np.uint16)
+    path = tmp_path / f"c16{ext}"
+    assert cv2.imwrite(str(path), arr[..., [2, 1, 0, 3][:channels]])  # OpenCV writes BGR(A)
+    pic = read_image(path)
+    assert pic.pixels.dtype == np.uint16 and np.array_equal(pic.pixels, arr)
+    assert not pic.is_grey
+
+
+@pytest.mark.parametrize("ext", [".png", ".tiff", ".bmp", ".webp", ".jpg", ".gif"])
+@pytest.mark.parametrize("channels", [1, 3, 4])
+def test_write_read_round_trip(tmp_path: Path, ext: str, channels: int) -> None:
+    arr = gradient(c=channels)
+    path = tmp_path / f"out{ext}"
+    note = write_image(path, Picture(arr))
+    pic = read_image(path)
+    lossless = ext in (".png", ".tiff", ".bmp")
+    keeps_alpha = ext in (".png", ".tiff", ".webp", ".gif")
+    if channels == 4 and not keeps_alpha:
+        assert pic.pixels.shape[2] == 3 and "flattened onto white" in note
+        return
+    if channels == 1:
+        assert pic.is_grey
+        got = pic.pixels[..., :1]
+    else:
+        got = pic.pixels[..., :channels] if pic.pixels.shape[2] >= channels else pic.pixels
+    if lossless:
+        assert np.array_equal(got, arr)
+    elif ext != ".gif":
+        assert np.abs(got.astype(int) - arr[..., : got.shape[2]]).mean() < 3
+
+
+@pytest.mark.parametrize("ext", [".png", ".tiff"])
+@pytest.mark.parametrize("channels", [1, 3, 4])
+def test_16bit_write_round_trip(tmp_path: Path, ext: str, channels: int) -> None:
+    arr = gradient(c=channels, dtype=np.uint16)
+    path = tmp_path / f"out16{ext}"
+    icc = SRGB_ICC if channels > 1 else None
+    assert write_image(path, Picture(arr, icc_profile=icc)) in (None, "ICC/EXIF not written (16-bit colour TIFF)")
+    pic = read_image(path)
+    assert pic.pixels.dtype == np.uint16 and np.array_equal(pic.pixels, arr)
+    if ext == ".png":
+        assert pic.icc_profile == icc
+
+
+def test_16bit_to_8bit_format_is_reduced_with_note(tmp_path: Path) -> None:
+    arr = gradient(dtype=np.uint16)
+    note = write_image(tmp_path / "o.jpg", Picture(arr))
+    assert note and "8-bit" in note
+    got = read_image(tmp_path / "o.jpg").pixels.astype(int)
+    assert np.abs(got - arr.astype(int) // 257).mean() < 3
+
+
+def test_rgba_to_jpeg_flattens_onto_white(tmp_path: Path) -> None:
+    arr = np.zeros((16, 16, 4), np.uint8)
+    arr[..., 0] = 200
+    arr[:8, :, 3] = 255  # top opaque red-ish, bottom fully transparent
+    note = write_image(tmp_path / "o.jpg", Picture(arr))
+    assert "flattened onto white" in note
+    got = read_image(tmp_path / "o.jpg").pixels
+    assert got.shape == (16, 16, 3)
+    assert (got[12:, :, :] > 245).all() and got[2:6, :, 0].mean() > 190 and got[2:6, :, 1].mean() < 15
+
+
+def test_palette_png_with_transparency(tmp_path: Path) -> None:
+    im = Image.new("P", (8, 8), 0)
+    im.putpalette([255, 0, 0, 0, 255, 0] + [0] * 762)
+    im.paste(1, (0, 0, 4, 8))
+    im.info["transparency"] = 0
+    im.save(tmp_path / "p.png", transparency=0)
+    pic = read_image(tmp_path / "p.png")
+    assert pic.pixels.shape == (8, 8, 4) and "palette expanded to RGBA" in pic.note
+    assert (pic.pixels[:, :4] == [0, 255, 0, 255]).all() and (pic.pixels[:, 4:, 3] == 0).all()
+
+
+def test_palette_without_transparency_is_rgb(tmp_path: Path) -> None:
+    Image.fromarray(gradient()).convert("P").save(tmp_path / "p.png")
+    pic = read_image(tmp_path / "p.png")
+    assert pic.pixels.shape == (24, 32, 3) and "palette" in pic.note
+
+
+def test_one_bit_and_grey_alpha(tmp_path: Path) -> None:
+    Image.fromarray(gradient(c=1)[..., 0] > 128).save(tmp_path / "b.png")
+    pic = read_image(tmp_path / "b.png")
+    assert pic.pixels.shape == (24, 32, 1) and set(np.unique(pic.pixels)) <= {0, 255}
+    la = gradient(c=2)
+    Image.fromarray(la, mode=None).save(tmp_path / "la.png")
+    pic = read_image(tmp_path / "la.png")
+    assert pic.pixels.shape == (24, 32, 4) and pic.is_grey
+    assert np.array_equal(pic.pixels[..., 3], la[..., 1]) and np.array_equal(pic.pixels[..., 2], la[..., 0])
+
+
+def test_cmyk_jpeg_becomes_rgb(tmp_path: Path) -> None:
+    Image.new("CMYK", (16, 12), (0, 255, 255, 0)).save(tmp_path / "cmyk.jpg", quality=95)  # pure red
+    pic = read_image(tmp_path / "cmyk.jpg")
+    assert pic.pixels.shape == (12, 16, 3) and "CMYK" in pic.note
+    r, g, b = pic.pixels.reshape(-1, 3).mean(axis=0)
+    assert r > 200 and g < 60 and b < 60
+    assert pic.icc_profile is None  # no CMYK profile may be attached to RGB pixels
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_matches_pillow(tmp_path: Path, orientation: int) -> None:
+    arr = gradient(10, 16)
+    path = tmp_path / "o.png"
+    Image.fromarray(arr).save(path, exif=exif_bytes(orientation))
+    pic = read_image(path)
+    expected = np.asarray(ImageOps.exif_transpose(Image.open(path)))
+    assert np.array_equal(pic.pixels, expected)
+    exif = Image.Exif()
+    exif.load(pic.exif)
+    assert exif[0x0112] == 1 and exif[0x010F] == "TestCam"
+
+
+def test_exif_rotated_jpeg(tmp_path: Path) -> None:
+    path = tmp_path / "rot.jpg"
+    Image.fromarray(gradient(24, 40)).save(path, exif=exif_bytes(6), icc_profile=SRGB_ICC)
+    pic = read_image(path)
+    assert pic.pixels.shape == (40, 24, 3)  # orientation 6: width and height swapped
+    assert len(pic.exif) == len(Image.open(path).info["exif"])  # patched in place, nothing else lost
+    write_image(tmp_path / "out.jpg", pic)
+    again = Image.open(tmp_path / "out.jpg")
+    assert again.size == (24, 40) and again.getexif()[0x0112] == 1 and again.getexif()[0x010F] == "TestCam"
+    assert again.info["icc_profile"] == SRGB_ICC
+
+
+@pytest.mark.parametrize("ext", [".jpg", ".png", ".webp", ".tiff"])
+def test_icc_and_exif_survive_write(tmp_path: Path, ext: str) -> None:
+    pic = Picture(gradient(), icc_profile=SRGB_ICC, exif=exif_bytes(1))
+    write_image(tmp_path / f"o{ext}", pic)
+    back = read_image(tmp_path / f"o{ext}")
+    assert back.icc_profile == SRGB_ICC
+    if ext != ".tiff":  # TIFF keeps EXIF as tags of its own directory
+        assert back.exif is not None
+    assert Image.open(tmp_path / f"o{ext}").getexif()[0x010F] == "TestCam"
+
+
+def test_animated_gif_first_frame(tmp_path: Path) -> None:
+    frames = [Image.new("RGB", (10, 8), (20 * i, 100, 200)) for i in range(12)]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:], duration=50)
+    pic = read_image(tmp_path / "anim.gif")
+    assert pic.pixels.shape == (8, 10, 3)
+    assert pic.note.startswith("animated GIF: used the first of 12 frames")
+    assert np.abs(pic.pixels.astype(int) - [0, 100, 200]).max() <= 8
+
+
+def test_multipage_tiff_first_page(tmp_path: Path) -> None:
+    pages = [Image.new("L", (6, 5), v) for v in (10, 200, 90)]
+    pages[0].save(tmp_path / "pages.tif", save_all=True, append_images=pages[1:])
+    pic = read_image(tmp_path / "pages.tif")
+    assert (pic.pixels == 10).all() and "first of 3" in pic.note
+
+
+def test_near_grey_colour_file_is_grey(tmp_path: Path) -> None:
+    grey = np.repeat(gradient(c=1), 3, axis=2)
+    grey[..., 0] = np.clip(grey[..., 0].astype(int) + 1, 0, 255)  # tiny cast, as in scanned photos
+    Image.fromarray(grey).save(tmp_path / "g.jpg")
+    assert read_image(tmp_path / "g.jpg").is_grey
+    assert not read_image(SHARED / "astronaut.png").is_grey
+
+
+def test_shared_photos() -> None:
+    pic = read_image(SHARED / "grace_hopper.jpg")
+    assert pic.pixels.shape == (600, 512, 3) and pic.format == "JPEG" and pic.pixels.dtype == np.uint8
+    assert read_image(SHARED / "astronaut.png").pixels.shape == (512, 512, 3)
+
+
+def test_unicode_name_and_bytes_input(tmp_path: Path) -> None:
+    path = tmp_path / "фото 顔 ✓.png"
+    arr = gradient()
+    write_image(path, Picture(arr))
+    assert path.exists() and np.array_equal(read_image(path).pixels, arr)
+    pic = read_image(path.read_bytes(), name="stdin.png")
+    assert np.array_equal(pic.pixels, arr)
+    with pytest.raises(ImageReadError, match=r"^stdin: not an image"):
+        read_image(b"hello", name="stdin")
+    assert np.array_equal(read_image(encode_image(Picture(arr), "png")).pixels, arr)
+
+
+def raw_png(arr: np.ndarray, colour_type: int) -> bytes:
+    """A PNG written by hand (no Pillow/OpenCV): H×W×C uint16, big-endian samples, filter 0 rows."""
+    h, w = arr.shape[:2]
+    rows = b"".join(b"\0" + arr[y].astype(">u2").tobytes() for y in range(h))
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", w, h, 16, colour_type, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+
+
+def test_hand_made_16bit_pngs() -> None:
+    la = gradient(c=2, dtype=np.uint16)
+    pic = read_image(raw_png(la, 4), name="la16.png")
+    assert pic.pixels.dtype == np.uint16 and pic.pixels.shape == (24, 32, 4) and pic.is_grey
+    assert np.array_equal(pic.pixels[..., 3], la[..., 1]) and np.array_equal(pic.pixels[..., 1], la[..., 0])
+    rgb = gradient(dtype=np.uint16)
+    assert np.array_equal(read_image(raw_png(rgb, 2)).pixels, rgb)
+    data = raw_png(gradient(64, 64, dtype=np.uint16, seed=9), 2)
+    with pytest.raises(ImageReadError, match="^t16.png: truncated or corrupt PNG$"):
+        read_image(data[: len(data) // 2], name="t16.png")
+
+
+def test_16bit_colour_png_orientation_and_exif(tmp_path: Path) -> None:
+    arr = gradient(10, 16, dtype=np.uint16)
+    write_image(tmp_path / "o.png", Picture(arr, icc_profile=SRGB_ICC, exif=exif_bytes(6)))
+    pic = read_image(tmp_path / "o.png")
+    assert pic.pixels.dtype == np.uint16 and np.array_equal(pic.pixels, np.rot90(arr, -1))
+    assert Image.open(tmp_path / "o.png").getexif()[0x0112] == 6 and pic.icc_profile == SRGB_ICC
+    exif = Image.Exif()
+    exif.load(pic.exif)
+    assert exif[0x0112] == 1
+
+
+def test_mpo_reads_as_jpeg(tmp_path: Path) -> None:
+    frames = [Image.fromarray(gradient()), Image.fromarray(gradient(seed=4))]
+    frames[0].save(tmp_path / "phone.jpg", format="MPO", save_all=True, append_images=frames[1:])
+    assert Image.open(tmp_path / "phone.jpg").format == "MPO"
+    pic = read_image(tmp_path / "phone.jpg")
+    assert pic.format == "JPEG" and pic.note is None and pic.pixels.shape == (24, 32, 3)
+
+
+def test_mismatched_icc_profile_is_dropped(tmp_path: Path) -> None:
+    Image.fromarray(gradient(c=1)[..., 0]).save(tmp_path / "g.png", icc_profile=SRGB_ICC)
+    pic = read_image(tmp_path / "g.png")
+    assert pic.icc_profile is None and "ICC profile dropped" in pic.note
+
+
+# ------------------------------------------------------------------------------------------ errors
+def png_bytes(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def huge_png_header(width: int, height: int) -> bytes:
+    """A valid tiny PNG whose IHDR claims width×height (CRC recomputed)."""
+    data = bytearray(png_bytes(np.zeros((1, 1, 3), np.uint8)))
+    assert data[12:16] == b"IHDR"
+    struct.pack_into(">II", data, 16, width, height)
+    struct.pack_into(">I", data, 29, zlib.crc32(bytes(data[12:29])))
+    return bytes(data)
+
+
+def noisy_bytes(fmt: str) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(3).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(buf, fmt)
+    return buf.getvalue()
+
+
+BAD_FILES = {
+    "empty.png": (b"", "empty file"),
+    "trunc.png": (noisy_bytes("PNG")[:6000], "truncated or corrupt PNG"),
+    "trunc.jpg": (noisy_bytes("JPEG")[:3000], "truncated or corrupt JPEG"),
+    "noise.jpg": (np.random.default_rng(5).integers(0, 255, 5000, dtype=np.uint8).tobytes(), "not an image"),
+    "notes.txt": ("a text file\nwith two lines é\n".encode(), "not an image"),
+    "header-only.png": (noisy_bytes("PNG")[:40], "truncated or corrupt PNG"),
+    "big.png": (huge_png_header(40000, 40000),
+                "image too large (40000×40000 = 1.6 gigapixels, limit 178 megapixels)"),
+    "photo.heic": (b"\0\0\0\x18ftypheic" + bytes(100), "HEIC/HEIF images are not supported"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_FILES))
+def test_bad_files_raise_one_line(tmp_path: Path, name: str) -> None:
+    content, problem = BAD_FILES[name]
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(ImageReadError) as info:
+        read_image(path)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(f"{path}: ")
+    assert message == f"{path}: {problem}" or message.startswith(f"{path}: {problem}")
+    assert isinstance(info.value, ValueError) and info.value.name == str(path)
+
+
+def test_directory_and_missing_path(tmp_path: Path) -> None:
+    (tmp_path / "x.jpg").mkdir()
+    with pytest.raises(ImageReadError, match=r"x\.jpg: is a directory$"):
+        read_image(tmp_path / "x.jpg")
+    with pytest.raises(ImageReadError, match=r"nope\.png: no such file$"):
+        read_image(tmp_path / "nope.png")
+
+
+def test_bomb_rejected_without_decoding() -> None:
+    data = huge_png_header(40000, 40000)
+    tracemalloc.start()
+    start = time.perf_counter()
+    with pytest.raises(ImageReadError, match="image too large"):
+        read_image(data, name="big.png")
+    elapsed = time.perf_counter() - start
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert elapsed < 1.0 and peak < 20_000_000
+    limit_before = Image.MAX_IMAGE_PIXELS
+    with pytest.raises(ImageReadError, match="limit 0 megapixels"):
+        read_image(png_bytes(gradient()), name="small.png", max_pixels=100)
+    assert read_image(png_bytes(gradient()), max_pixels=24 * 32).pixels.shape == (24, 32, 3)
+    assert Image.MAX_IMAGE_PIXELS == limit_before
+
+
+def test_huge_file_refused_before_reading(tmp_path: Path) -> None:
+    path = tmp_path / "video.jpg"
+    with open(path, "wb") as f:  # sparse: costs no disk
+        f.truncate(70 << 20)
+    with pytest.raises(ImageReadError, match=r"video\.jpg: file too large \(0\.1 GB\)$"):
+        read_image(path, max_pixels=1000)
+
+
+def test_float_tiff_is_a_clear_error(tmp_path: Path) -> None:
+    Image.fromarray(np.ones((4, 4), np.float32)).save(tmp_path / "f.tif")
+    with pytest.raises(ImageReadError, match="32-bit float"):
+        read_image(tmp_path / "f.tif")
+
+
+# ------------------------------------------------------------------------------- float helpers
+def test_rgb_float_layouts() -> None:
+    grey16 = Picture(np.full((4, 5, 1), 65535, np.uint16))
+    out = rgb_float(grey16)
+    assert out.shape == (4, 5, 3) and out.dtype == np.float32 and (out == 1.0).all()
+    rgba = Picture(np.full((4, 5, 4), 51, np.uint8))
+    assert rgb_float(rgba).shape == (4, 5, 3) and np.allclose(rgb_float(rgba), 0.2)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_bright_grey_never_turns_black(dtype: type) -> None:
+    """Issue #222: values slightly above 1 must clip to white, not wrap to black."""
+    top = np.iinfo(dtype).max
+    pic = Picture(np.full((8, 8, 1), int(top * 0.98), dtype), is_grey=True)
+    out = from_rgb_float(pic, rgb_float(pic) * 1.05 + 0.01)
+    assert out.pixels.shape == (8, 8, 1) and out.pixels.dtype == dtype
+    assert (out.pixels == top).all()
+    nan = from_rgb_float(pic, np.full((8, 8, 3), np.nan, np.float32))
+    assert (nan.pixels == 0).all()
+
+
+def test_from_rgb_float_keeps_alpha_depth_and_metadata() -> None:
+    arr = gradient(10, 12, 4, np.uint16)
+    pic = Picture(arr, "TIFF", icc_profile=SRGB_ICC, exif=exif_bytes(1))
+    same = from_rgb_float(pic, rgb_float(pic))
+    assert np.array_equal(same.pixels, arr) and same.icc_profile == SRGB_ICC and same.format == "TIFF"
+    big = from_rgb_float(pic, np.zeros((20, 24, 3), np.float32))
+    assert big.pixels.shape == (20, 24, 4) and big.pixels.dtype == np.uint16
+    assert abs(int(big.pixels[..., 3].mean()) - int(arr[..., 3].mean())) < 600
+    with pytest.raises(ValueError):
+        from_rgb_float(pic, np.zeros((20, 24), np.float32))
+
+
+def test_encode_errors_are_one_line() -> None:
+    with pytest.raises(ImageWriteError, match="^<stdout>: cannot encode XYZ"):
+        encode_image(Picture(gradient()), "xyz")
+
+
+def test_picture_validates() -> None:
+    with pytest.raises(ValueError):
+        Picture(np.zeros((4, 4), np.uint8))
+    with pytest.raises(ValueError):
+        Picture(np.zeros((4, 4, 3), np.float32))
+
+
+def test_image_paths() -> None:
+    assert {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp"} <= IMAGE_EXTENSIONS
+    assert is_image_path("a/B.JPG") and is_image_path(Path("c.webp"))
+    assert not is_image_path("notes.txt") and not is_image_path("._mac.jpg")
+    assert not is_image_path(".x.png.tmp-0123abcd")
+
+
+# ------------------------------------------------------------------------------------ atomic writes
+def test_failed_write_leaves_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "out.png"
+    write_image(target, Picture(gradient()))
+    old = target.read_bytes()
+
+    def broken(fp, pic, fmt, quality):  # writes some bytes, then the disk "fills up"
+        fp.write(b"\x89PNG partial data" * 100)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(images, "_encode_into", broken)
+    with pytest.raises(ImageWriteError, match=r"out\.png: cannot write PNG \(No space left on device\)"):
+        write_image(target, Picture(gradient(seed=1)))
+    assert target.read_bytes() == old
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.png"]
+
+
+def test_interrupt_cleans_temp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def interrupted(fp, pic, fmt, quality):
+        fp.write(b"x")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(images, "_encode_into", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_image(tmp_path / "new.jpg", Picture(gradient()))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_extension_and_missing_folder(tmp_path: Path) -> None:
+    with pytest.raises(ImageWriteError, match=r"o\.xyz: unknown image extension '\.xyz'"):
+        write_image(tmp_path / "o.xyz", Picture(gradient()))
+    with pytest.raises(ImageWriteError, match="cannot write PNG"):
+        write_image(tmp_path / "missing" / "o.png", Picture(gradient()))
+    assert list(tmp_path.iterdir()) == []
+    write_image(tmp_path / "o.xyz", Picture(gradient()), format="png")
+    assert read_image(tmp_path / "o.xyz").format == "PNG"
+
+
+def test_overwrite_keeps_permissions(tmp_path: Path) -> None:
+    target = tmp_path / "o.png"
+    write_image(target, Picture(gradient()))
+    os.chmod(target, 0o640)
+    write_image(target, Picture(gradient(seed=2)))
+    assert target.stat().st_mode & 0o777 == 0o640
+
+
+KILL_CHILD = textwrap.dedent("""
+    import sys
+    import numpy as np
+    from codeformer.data.images import Picture, write_image
+    rng = np.random.default_rng(int(sys.argv[2]))
+    pics = [Picture(rng.integers(0, 255, (900, 900, 3), dtype=np.uint8)) for _ in range(2)]
+    print("ready", flush=True)
+    while True:
+        for pic in pics:
+            write_image(sys.argv[1], pic)
+""")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
+def test_sigkill_mid_write_never_leaves_partial_file(tmp_path: Path) -> None:
+    target = tmp_path / "big.png"
+    rng = np.random.default_rng(7)
+    pics = [Picture(rng.integers(0, 255, (900, 900, 3), dtype=np.uint8)) for _ in range(2)]
+    valid = {encode_image(p, "PNG") for p in pics}
+    target.write_bytes(next(iter(valid)))
+    delays = np.random.default_rng(0).uniform(0.02, 0.35, 6)  # one PNG write takes about 0.25 s
+    env = {**os.environ, "PYTHONPATH": str(Path(images.__file__).parents[2])}
+    for delay in delays:
+        child = subprocess.Popen([sys.executable, "-c", KILL_CHILD, str(target), "7"], stdout=subprocess.PIPE, env=env)
+        assert child.stdout.readline().strip() == b"ready"
+        time.sleep(delay)
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        child.stdout.close()
+        assert target.read_bytes() in valid
+    leftovers = [p.name for p in tmp_path.iterdir() if p != target]
+    assert leftovers, "no kill landed mid-write: the test did not exercise anything"
+    assert all(n.startswith(".big.png.tmp-") and not is_image_path(n) for n in leftovers)
