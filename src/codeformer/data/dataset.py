@@ -31,38 +31,19 @@ from torch.utils.data import Dataset
 
 from codeformer.config import DegradationConfig
 from codeformer.data.degradation import degrade
+from codeformer.data.images import IMAGE_EXTENSIONS, ImageReadError, is_image_path, read_image, rgb_float
 
-__all__ = ["IMAGE_EXTENSIONS", "FaceFolderDataset", "list_images", "load_codes", "save_codes"]
+__all__ = ["FaceFolderDataset", "list_images", "load_codes", "save_codes"]
 
 logger = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"})
-
 
 def list_images(root: str | Path) -> list[Path]:
-    """All image files under `root` (recursive, extension match case-insensitive), sorted by relative path."""
+    """All image files under `root` (recursive; `data.images.is_image_path`: extension in any case, hidden
+    files skipped), sorted by relative path."""
     root = Path(root)
-    files = [p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()]
+    files = [p for p in root.rglob("*") if is_image_path(p) and p.is_file()]
     return sorted(files, key=lambda p: p.relative_to(root).as_posix())
-
-
-def _read_rgb(path: Path) -> np.ndarray | None:
-    """Decode `path` to H×W×3 float32 RGB in [0, 1] (grey, alpha, 16-bit handled), or None if unreadable."""
-    try:
-        data = np.fromfile(path, dtype=np.uint8)
-    except OSError:
-        return None
-    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
-    if img is None:
-        return None
-    scale = 65535.0 if img.dtype == np.uint16 else 255.0
-    if img.ndim == 2:
-        img = cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
-    elif img.shape[2] == 4:  # drop alpha: training crops are opaque faces
-        img = cv2.cvtColor(img, cv2.COLOR_BGRA2RGB)
-    else:
-        img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-    return img.astype(np.float32) / np.float32(scale)
 
 
 def _resize_square(img: np.ndarray, size: int) -> np.ndarray:
@@ -124,8 +105,9 @@ class FaceFolderDataset(Dataset):
     """Aligned HQ faces from a folder, each returned with its synthetic LQ versions.
 
     Args:
-        root: folder searched recursively for images (`IMAGE_EXTENSIONS`); any size, any of grey/RGB/RGBA,
-            8 or 16 bit. Each image is resized to `size`×`size` (area when shrinking, bicubic when enlarging).
+        root: folder searched recursively for images (`data.images.IMAGE_EXTENSIONS`), read by
+            `data.images.read_image` (any size; grey, RGB or RGBA; 8 or 16 bit; EXIF orientation applied).
+            Each image is resized to `size`×`size` (area when shrinking, bicubic when enlarging).
         size: side of the HQ crop (512 for the official recipe).
         degradations: name → config; each produces `lq_<name>`. None or empty: HQ only (stage 1).
         flip: random horizontal flip with probability 0.5 (applied to HQ before degrading).
@@ -196,10 +178,11 @@ class FaceFolderDataset(Dataset):
         path = self.files[index]
         if path in self.bad_files:
             return None
-        img = _read_rgb(path)
-        if img is None:
+        try:
+            img = rgb_float(read_image(path))
+        except ImageReadError as e:
             self.bad_files.add(path)
-            logger.warning("skipping unreadable image %s", path)
+            logger.warning("skipping unreadable training image %s", e)
             return None
         return _resize_square(img, self.size)
 
