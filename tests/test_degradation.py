@@ -212,3 +212,11 @@ def test_color_jitter_hue_rotates_red_to_green() -> None:
     red[..., 0] = 1.0
     out = color_jitter(red, np.random.default_rng(0), (1.0, 1.0), (1.0, 1.0), (1.0, 1.0), (1 / 3, 1 / 3))
     np.testing.assert_allclose(out[0, 0], [0.0, 1.0, 0.0], atol=1e-5)
+
+
+def test_config_yaml_round_trip(tmp_path: Path) -> None:
+    from codeformer.config import load_yaml, save_yaml
+
+    cfg = DegradationConfig(blur_sigma=(0.1, 10.0), gray_prob=0.01, color_jitter_prob=0.3)
+    save_yaml(cfg, tmp_path / "deg.yaml")
+    assert load_yaml(DegradationConfig, tmp_path / "deg.yaml") == cfg
