@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import re
 import tempfile
 from pathlib import Path
 
@@ -47,9 +48,11 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else "unpickling refused"
-            raise CheckpointError(f"{path}: refused to load: it holds objects other than tensors ({first})"
-                                  ) from None
+            found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+            if found:
+                raise CheckpointError(f"{path}: refused to load: it holds a Python object ({found.group(1)}), "
+                                      "not just tensors; only weights-only checkpoints are read") from None
+            raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (corrupt or another format)") from None
         except (RuntimeError, OSError, EOFError, ValueError) as e:
             raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({e})") from None
         sd = _pick_state_dict(obj, path)
