@@ -130,11 +130,31 @@ def _run_restore(args: argparse.Namespace) -> int:
     return 1 if report.failures or report.images == 0 else 0
 
 
+def _add_convert(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("convert", help="rewrite a checkpoint as .safetensors (or .pth), loaded safely")
+    p.add_argument("src", help="input checkpoint (.pth with params_ema/params, or .safetensors)")
+    p.add_argument("dst", help="output file; the format follows its extension")
+    p.set_defaults(func=_run_convert)
+
+
+def _run_convert(args: argparse.Namespace) -> int:
+    from codeformer.checkpoint import CheckpointError, convert
+
+    try:
+        n = convert(args.src, args.dst)
+    except CheckpointError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"{args.dst}: {n} tensors written")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="codeformer", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_download(sub)
+    _add_convert(sub)
     _add_restore(sub)
     return parser
 
