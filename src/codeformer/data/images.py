@@ -3,14 +3,17 @@
 The official CodeFormer drops alpha, squeezes 16-bit to 8-bit and can turn grey inputs black (#222).
 Here a file becomes a :class:`Picture` (pixels in the file's own layout and depth plus its metadata),
 the model works on :func:`rgb_float`, and :func:`from_rgb_float` rebuilds the input's layout.
-Every read failure is an :class:`ImageReadError` with a one-line ``"<name>: <problem>"`` message.
+Every failure is an :class:`ImageReadError` / :class:`ImageWriteError` with a one-line message
+``"<name>: <problem>"``. Pillow's global MAX_IMAGE_PIXELS is never changed: sizes are checked here.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import secrets
+import stat
 import struct
 import zlib
 from dataclasses import dataclass
@@ -21,17 +24,18 @@ import cv2
 import numpy as np
 from PIL import Image, ImageCms
 
-DEFAULT_MAX_PIXELS = 178_956_970  # Pillow's own MAX_IMAGE_PIXELS, checked here, never changed globally
+DEFAULT_MAX_PIXELS = 178_956_970  # the same as Pillow's default MAX_IMAGE_PIXELS
 _EXT_FORMAT = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".jpe": "JPEG", ".jfif": "JPEG",
                ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF", ".bmp": "BMP", ".gif": "GIF",
                ".avif": "AVIF"}
 IMAGE_EXTENSIONS = frozenset(_EXT_FORMAT)
 # Only these Pillow decoders are tried: no EPS (Ghostscript), no guessing of magic-less formats like TGA.
 _READ_FORMATS = ("PNG", "JPEG", "WEBP", "TIFF", "BMP", "GIF", "AVIF", "PPM")
+_HEIF_BRANDS = (b"ftypheic", b"ftypheix", b"ftyphevc", b"ftypmif1", b"ftypmsf1")
+_TEXT_BYTES = bytes([7, 8, 9, 10, 12, 13, 27]) + bytes(range(0x20, 0x100))  # as file(1) guesses text
 _GREY_VARIANCE = 10.0  # official is_gray: mean variance of channel differences (8-bit units) <= 10
 _ORIENTATION = 0x0112
 _EXIF_HEAD = b"Exif\x00\x00"
-_PNG_SIG = b"\x89PNG\r\n\x1a\n"
 # What Pillow's decoders raise on broken data (LOAD_TRUNCATED_IMAGES stays False, so truncation raises).
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, TypeError, EOFError, IndexError, KeyError, struct.error,
                   zlib.error)
@@ -81,11 +85,6 @@ class Picture:
     def bit_depth(self) -> int:
         return 16 if self.pixels.dtype == np.uint16 else 8
 
-    @property
-    def size(self) -> tuple[int, int]:
-        """(width, height) in pixels."""
-        return self.pixels.shape[1], self.pixels.shape[0]
-
 
 def is_image_path(path: str | os.PathLike[str]) -> bool:
     """True for a name with an image extension (any case); hidden files such as ``._x.jpg`` are skipped."""
@@ -110,17 +109,14 @@ def looks_grey(pixels: np.ndarray, threshold: float = _GREY_VARIANCE) -> bool:
     if pixels.shape[2] == 1:
         return True
     step = max(1, int((pixels.shape[0] * pixels.shape[1] / 1_000_000) ** 0.5))
-    rgb = pixels[::step, ::step, :3].astype(np.float32)
-    if pixels.dtype == np.uint16:
-        rgb /= 257.0
+    rgb = pixels[::step, ::step, :3].astype(np.float32) / (257.0 if pixels.dtype == np.uint16 else 1.0)
     r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
     return float(((r - g).var() + (g - b).var() + (b - r).var()) / 3.0) <= threshold
 
 
 def rgb_float(pic: Picture) -> np.ndarray:
     """H×W×3 float32 in [0, 1] for the model: grey replicated, alpha dropped, 16-bit divided by 65535."""
-    scale = 65535.0 if pic.pixels.dtype == np.uint16 else 255.0
-    rgb = pic.pixels[..., :3].astype(np.float32) / scale
+    rgb = pic.pixels[..., :3].astype(np.float32) / (65535.0 if pic.bit_depth == 16 else 255.0)
     return np.repeat(rgb, 3, axis=2) if rgb.shape[2] == 1 else rgb
 
 
@@ -130,7 +126,7 @@ def from_rgb_float(pic: Picture, rgb: np.ndarray) -> Picture:
     The result has ``pic``'s layout and depth: one channel (Rec. 601 luma) if ``pic`` had one, its
     alpha resized to H'×W' if it had alpha, uint16 if it was 16-bit. NaN becomes 0 and values are
     clipped to [0, 1] before scaling, so nothing can wrap around (issue #222: black output).
-    Metadata (format, ICC, EXIF, is_grey) is carried over.
+    Metadata (format, ICC, EXIF, is_grey) is carried over; note is None.
     """
     rgb = np.asarray(rgb, dtype=np.float32)
     if rgb.ndim != 3 or rgb.shape[2] != 3:
@@ -138,11 +134,9 @@ def from_rgb_float(pic: Picture, rgb: np.ndarray) -> Picture:
     rgb = np.clip(np.nan_to_num(rgb, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0)
     if pic.pixels.shape[2] == 1:
         rgb = (rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32))[..., None].clip(0.0, 1.0)
-    top = 65535.0 if pic.pixels.dtype == np.uint16 else 255.0
-    out = np.rint(rgb * top).astype(pic.pixels.dtype)
+    out = np.rint(rgb * (65535.0 if pic.bit_depth == 16 else 255.0)).astype(pic.pixels.dtype)
     if pic.has_alpha:
-        alpha = pic.pixels[..., 3]
-        h, w = out.shape[:2]
+        alpha, (h, w) = pic.pixels[..., 3], out.shape[:2]
         if alpha.shape != (h, w):
             shrink = h * w < alpha.size
             alpha = cv2.resize(alpha, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
@@ -158,12 +152,12 @@ def read_image(source: str | os.PathLike[str] | bytes, name: str | None = None,
     EXIF orientation is applied to the pixels and reset to 1 in the kept EXIF bytes. Palette images
     become RGB/RGBA, grey+alpha becomes RGBA, CMYK becomes RGB (through its ICC profile when it has
     one), 16-bit grey/colour PNG and TIFF stay uint16, animations give their first frame (with a
-    note). Width×height from the header is checked against ``max_pixels`` before anything is decoded.
-    Raises ImageReadError (one line, starting with ``name`` or the path) for anything unreadable.
+    note); 32-bit float images are refused. Width×height from the header is checked against
+    ``max_pixels`` before anything is decoded. Raises ImageReadError (one line, starting with
+    ``name``, else the path, else ``"<stdin>"``) for anything unreadable.
     """
     if isinstance(source, (bytes, bytearray, memoryview)):
-        label = name or "<stdin>"
-        data = bytes(source)
+        label, data = name or "<stdin>", bytes(source)
     else:
         label = name or os.fspath(source)
         data = _read_bytes(source, label, max_pixels)
@@ -179,18 +173,20 @@ def read_image(source: str | os.PathLike[str] | bytes, name: str | None = None,
 def _read_bytes(path: str | os.PathLike[str], label: str, max_pixels: int) -> bytes:
     try:
         with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            if size > 8 * max_pixels + (64 << 20):  # more than 16-bit RGBA at the pixel limit: refuse
-                raise ImageReadError(label, f"file too large ({size / 1e9:.1f} GB)")
+            st = os.fstat(f.fileno())
+            if stat.S_ISDIR(st.st_mode):
+                raise IsADirectoryError
+            if not stat.S_ISREG(st.st_mode):  # a FIFO or /dev/zero could be read forever
+                raise ImageReadError(label, "not a regular file")
+            if st.st_size > 8 * max_pixels + (64 << 20):  # beyond 16-bit RGBA at the pixel limit
+                raise ImageReadError(label, f"file too large ({st.st_size / 1e9:.1f} GB)")
             return f.read()
     except FileNotFoundError:
         raise ImageReadError(label, "no such file") from None
     except IsADirectoryError:
         raise ImageReadError(label, "is a directory") from None
-    except PermissionError:
-        # Windows reports a directory as PermissionError.
-        problem = "is a directory" if os.path.isdir(path) else "permission denied"
-        raise ImageReadError(label, problem) from None
+    except PermissionError:  # Windows reports a directory this way
+        raise ImageReadError(label, "is a directory" if os.path.isdir(path) else "permission denied") from None
     except OSError as exc:
         raise ImageReadError(label, f"cannot read file ({exc.strerror or exc})") from exc
 
@@ -198,41 +194,29 @@ def _read_bytes(path: str | os.PathLike[str], label: str, max_pixels: int) -> by
 def _open_lazy(data: bytes, label: str) -> Image.Image:
     """Identify ``data`` with the allowed Pillow plugins, reading only the header (no size check yet)."""
     Image.init()
-    fp = io.BytesIO(data)
     for fmt in _READ_FORMATS:
         factory, accept = Image.OPEN.get(fmt, (None, None))
         if factory is None or (accept is not None and accept(data[:16]) is not True):
             continue
-        fp.seek(0)
         try:
-            return factory(fp, label)
+            return factory(io.BytesIO(data), label)
         except _DECODE_ERRORS as exc:
-            raise ImageReadError(label, f"truncated or corrupt {_display_format(fmt)}") from exc
-    if data[4:12] in (b"ftypheic", b"ftypheix", b"ftypmif1", b"ftyphevc", b"ftypmsf1"):
+            raise ImageReadError(label, f"truncated or corrupt {fmt}") from exc
+    if data[4:12] in _HEIF_BRANDS:
         raise ImageReadError(label, "HEIC/HEIF images are not supported (convert to JPEG or PNG)")
-    raise ImageReadError(label, "not an image" + (" (a text file)" if _looks_text(data) else ""))
-
-
-def _looks_text(data: bytes) -> bool:
-    head = data[:4096]
-    try:
-        head.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return b"\0" not in head
-
-
-def _display_format(fmt: str) -> str:
-    return "JPEG" if fmt == "MPO" else fmt
+    is_text = not data[:4096].translate(None, _TEXT_BYTES)
+    raise ImageReadError(label, "not an image (a text file)" if is_text else "not an image")
 
 
 def _decode(im: Image.Image, data: bytes, label: str, max_pixels: int) -> Picture:
-    fmt = _display_format(im.format or "")
+    fmt = "JPEG" if im.format == "MPO" else str(im.format)
     width, height = im.size
     if width <= 0 or height <= 0:
         raise ImageReadError(label, f"image has no pixels ({width}×{height})")
     if width * height > max_pixels:
-        raise ImageReadError(label, f"image too large ({width}×{height} = {_pixels_text(width * height)},"
+        n = width * height
+        amount = f"{n / 1e9:.1f} gigapixels" if n >= 1_000_000_000 else f"{n / 1e6:.0f} megapixels"
+        raise ImageReadError(label, f"image too large ({width}×{height} = {amount},"
                                     f" limit {max_pixels // 1_000_000} megapixels)")
     notes: list[str] = []
     try:
@@ -247,8 +231,7 @@ def _decode(im: Image.Image, data: bytes, label: str, max_pixels: int) -> Pictur
             pixels, icc = _cv2_decode(data, label, fmt, (width, height)), im.info.get("icc_profile") or None
         else:
             pixels, icc, note = _pillow_pixels(im, label)
-            if note:
-                notes.append(note)
+            notes += [note] if note else []
     except ImageReadError:
         raise
     except Image.DecompressionBombError as exc:  # a later frame larger than the header said
@@ -261,21 +244,22 @@ def _decode(im: Image.Image, data: bytes, label: str, max_pixels: int) -> Pictur
     if orientation in range(2, 9):
         pixels = _orient(pixels, orientation)
         exif = _reset_orientation(exif) if exif is not None else None
-    if icc is not None and icc[16:20] != (b"GRAY" if pixels.shape[2] == 1 else b"RGB "):
+    if icc is not None and not _icc_fits(icc, pixels.shape[2]):
         notes.append(f"ICC profile dropped (a {icc[16:20].decode('latin-1').strip()!r} profile)")
         icc = None
     pixels = np.ascontiguousarray(pixels)
     return Picture(pixels, fmt, icc, exif, looks_grey(pixels), "; ".join(notes) or None)
 
 
-def _pixels_text(n: int) -> str:
-    return f"{n / 1e9:.1f} gigapixels" if n >= 1_000_000_000 else f"{n / 1e6:.0f} megapixels"
+def _icc_fits(icc: bytes, channels: int) -> bool:
+    """Whether the profile's colour space (header bytes 16-20) suits pixels with ``channels`` channels."""
+    return icc[16:20] == (b"GRAY" if channels == 1 else b"RGB ")
 
 
 def _needs_cv2(im: Image.Image, data: bytes) -> bool:
     """16-bit colour (or grey+alpha) PNG/TIFF, which Pillow would squeeze to 8 bits."""
-    if im.format == "PNG":
-        return data[:8] == _PNG_SIG and data[24] == 16 and data[25] in (2, 4, 6)
+    if im.format == "PNG":  # IHDR: bit depth at byte 24, colour type at 25
+        return data[24] == 16 and data[25] in (2, 4, 6)
     if im.format == "TIFF" and im.mode not in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         bits = getattr(im, "tag_v2", {}).get(258, (8,))
         return 16 in (bits if isinstance(bits, tuple) else (bits,))
@@ -284,26 +268,17 @@ def _needs_cv2(im: Image.Image, data: bytes) -> bool:
 
 def _cv2_decode(data: bytes, label: str, fmt: str, size: tuple[int, int]) -> np.ndarray:
     arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    if arr is None or (arr.shape[1], arr.shape[0]) != size:
+    if arr is None or (arr.shape[1], arr.shape[0]) != size or arr.dtype not in (np.uint8, np.uint16):
         raise ImageReadError(label, f"truncated or corrupt {fmt}")
-    if arr.ndim == 2:
-        arr = arr[..., None]
-    if arr.shape[2] == 2:  # grey + alpha
-        arr = arr[..., [0, 0, 0, 1]]
-    elif arr.shape[2] >= 3:
-        arr = arr[..., [2, 1, 0, 3][: arr.shape[2]]]
-    if arr.dtype == np.uint8 or arr.dtype == np.uint16:
-        return arr
-    raise ImageReadError(label, f"unsupported {arr.dtype} {fmt} pixels")
+    arr = arr[..., None] if arr.ndim == 2 else arr
+    order = {1: [0], 2: [0, 0, 0, 1], 3: [2, 1, 0], 4: [2, 1, 0, 3]}[arr.shape[2]]  # BGR(A) → RGB(A)
+    return arr[..., order]
 
 
 def _pillow_pixels(im: Image.Image, label: str) -> tuple[np.ndarray, bytes | None, str | None]:
     """Pixels (H×W×C uint8/uint16), the ICC profile to keep, and a note, for a loaded Pillow image."""
-    icc = im.info.get("icc_profile") or None
-    mode, note = im.mode, None
-    if mode in ("I;16", "I;16L", "I;16B", "I;16N"):
-        return np.asarray(im).astype(np.uint16)[..., None], icc, None
-    if mode == "I":
+    icc, mode, note = im.info.get("icc_profile") or None, im.mode, None
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
         arr = np.asarray(im)
         if arr.size and (arr.min() < 0 or arr.max() > 65535):
             raise ImageReadError(label, "32-bit integer pixels outside 0-65535 are not supported")
@@ -333,14 +308,12 @@ def _pillow_pixels(im: Image.Image, label: str) -> tuple[np.ndarray, bytes | Non
 def _cmyk_to_rgb(im: Image.Image, icc: bytes | None) -> tuple[Image.Image, bytes | None, str]:
     """CMYK → RGB: colour-managed to sRGB (and tagged sRGB) when the file has a CMYK profile."""
     if icc:
-        try:
+        with contextlib.suppress(ImageCms.PyCMSError, OSError, ValueError):
             src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
             srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
             rgb = ImageCms.profileToProfile(im, src, srgb, outputMode="RGB")
             if rgb is not None:
                 return rgb, srgb.tobytes(), "CMYK converted to sRGB with its ICC profile"
-        except (ImageCms.PyCMSError, OSError, ValueError):
-            pass
     return im.convert("RGB"), None, "CMYK converted to RGB"
 
 
@@ -349,15 +322,13 @@ def _orient(pixels: np.ndarray, orientation: int) -> np.ndarray:
     if orientation in (5, 6, 7, 8):
         pixels = np.rot90(pixels, k={5: -1, 6: -1, 7: 1, 8: 1}[orientation])
     if orientation in (2, 5, 7):
-        pixels = pixels[:, ::-1]
-    elif orientation in (3, 4):
-        pixels = pixels[::-1] if orientation == 4 else pixels[::-1, ::-1]
-    return pixels
+        return pixels[:, ::-1]
+    return {3: pixels[::-1, ::-1], 4: pixels[::-1]}.get(orientation, pixels)
 
 
 def _reset_orientation(exif: bytes) -> bytes:
     """Set the IFD0 orientation tag to 1 in place, keeping every other EXIF byte as it was."""
-    try:
+    with contextlib.suppress(KeyError, struct.error):
         base = len(_EXIF_HEAD)
         endian = {b"II": "<", b"MM": ">"}[exif[base:base + 2]]
         ifd = base + struct.unpack_from(endian + "I", exif, base + 4)[0]
@@ -368,8 +339,6 @@ def _reset_orientation(exif: bytes) -> bytes:
                 out = bytearray(exif)
                 struct.pack_into(endian + "H", out, entry + 8, 1)
                 return bytes(out)
-    except (KeyError, struct.error):
-        pass
     parsed = Image.Exif()  # unusual layout: re-serialise with Pillow instead
     parsed.load(exif)
     parsed[_ORIENTATION] = 1
@@ -394,10 +363,11 @@ def write_image(path: str | os.PathLike[str], pic: Picture, format: str | None =
                 quality: int = 95) -> str | None:
     """Write ``pic`` to ``path`` atomically; return a note on what the format could not keep, or None.
 
-    The format comes from the extension unless given. ICC and EXIF are kept by JPEG, PNG, WEBP and
-    TIFF; 16-bit is kept by PNG and TIFF and reduced to 8-bit elsewhere; JPEG/BMP have no alpha, so
-    RGBA is flattened onto white there. The data go to ``.<name>.tmp-<random>`` in the same folder,
-    are fsynced and then renamed over ``path``: on any failure the temp file is removed and an old
+    The format comes from the extension unless given; quality (1-100) is for JPEG/WEBP/AVIF. ICC and
+    EXIF are kept by JPEG, PNG, WEBP and TIFF (not by 16-bit colour TIFF); 16-bit is kept by PNG and
+    TIFF and reduced to 8-bit elsewhere; JPEG/BMP have no alpha, so RGBA is flattened onto white.
+    The data go to ``.<name>.tmp-<random>`` in the same folder, are fsynced and renamed over
+    ``path`` (keeping an old file's permissions); on any failure the temp file is removed and an old
     ``path`` is left untouched. Raises ImageWriteError (one line) on failure.
     """
     path = Path(path)
@@ -408,39 +378,29 @@ def write_image(path: str | os.PathLike[str], pic: Picture, format: str | None =
             note = _encode_into(f, pic, fmt, quality)
             f.flush()
             os.fsync(f.fileno())
-        try:
-            os.chmod(tmp, path.stat().st_mode & 0o7777)  # keep the old file's permissions
-        except OSError:
-            pass
+        with contextlib.suppress(OSError):
+            os.chmod(tmp, path.stat().st_mode & 0o7777)
         os.replace(tmp, path)
     except BaseException as exc:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
-        except OSError:
-            pass
         if isinstance(exc, Exception) and not isinstance(exc, ImageWriteError):
             problem = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
             raise ImageWriteError(str(path), f"cannot write {fmt} ({problem})") from exc
         raise
-    _fsync_dir(path.parent)
+    with contextlib.suppress(OSError):  # make the rename itself durable (POSIX only)
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
     return note
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _encode_into(fp: BinaryIO, pic: Picture, fmt: str, quality: int) -> str | None:
     """Encode ``pic`` as ``fmt`` into the open binary file ``fp``; return a note on losses or None."""
+    if not 1 <= quality <= 100:
+        raise ValueError(f"quality must be 1-100, got {quality}")
     px, notes = pic.pixels, []
     if px.dtype == np.uint16 and fmt not in ("PNG", "TIFF"):
         px = ((px.astype(np.uint32) + 128) // 257).astype(np.uint8)
@@ -450,15 +410,17 @@ def _encode_into(fp: BinaryIO, pic: Picture, fmt: str, quality: int) -> str | No
         a = px[..., 3:].astype(np.float32) / top
         px = np.rint(px[..., :3] * a + top * (1.0 - a)).astype(px.dtype)
         notes.append(f"{fmt} has no alpha: flattened onto white")
-    meta: dict[str, object] = {}
+    meta: dict[str, bytes] = {}
     if fmt in ("JPEG", "PNG", "WEBP", "TIFF"):
         meta = {k: v for k, v in (("icc_profile", pic.icc_profile), ("exif", pic.exif)) if v}
+        if pic.icc_profile and not _icc_fits(pic.icc_profile, 3 if fmt == "WEBP" else px.shape[2]):
+            del meta["icc_profile"]
+            notes.append("ICC profile not written (its colour space does not match the pixels)")
     if px.dtype == np.uint16 and px.shape[2] > 1:
         fp.write(_cv2_encode16(px, fmt, meta))
         if meta and fmt == "TIFF":
             notes.append("ICC/EXIF not written (16-bit colour TIFF)")
         return "; ".join(notes) or None
-    im = Image.fromarray(px[..., 0] if px.shape[2] == 1 else px)
     options: dict[str, object] = dict(meta)
     if fmt == "JPEG":
         options.update(quality=quality, subsampling=0 if quality >= 90 else 2)
@@ -469,30 +431,27 @@ def _encode_into(fp: BinaryIO, pic: Picture, fmt: str, quality: int) -> str | No
     elif fmt == "GIF":
         notes.append("GIF: reduced to 256 colours")
     try:
-        im.save(fp, format=fmt, **options)
+        Image.fromarray(px[..., 0] if px.shape[2] == 1 else px).save(fp, format=fmt, **options)
     except KeyError:
         raise ValueError(f"unknown image format {fmt!r}") from None
     return "; ".join(notes) or None
 
 
-def _cv2_encode16(px: np.ndarray, fmt: str, meta: dict[str, object]) -> bytes:
+def _cv2_encode16(px: np.ndarray, fmt: str, meta: dict[str, bytes]) -> bytes:
     """16-bit RGB/RGBA as PNG or TIFF via OpenCV; for PNG, iCCP/eXIf chunks are added after IHDR."""
-    bgr = px[..., [2, 1, 0, 3][: px.shape[2]]]
-    ok, buf = cv2.imencode(".png" if fmt == "PNG" else ".tiff", np.ascontiguousarray(bgr))
+    bgr = np.ascontiguousarray(px[..., [2, 1, 0, 3][: px.shape[2]]])
+    ok, buf = cv2.imencode(".png" if fmt == "PNG" else ".tiff", bgr)
     if not ok:
         raise ValueError(f"OpenCV could not encode 16-bit {fmt}")
-    data = buf.tobytes()
     if fmt != "PNG":
-        return data
-    chunks = b""
+        return buf.tobytes()
+    chunks = []
     if "icc_profile" in meta:
-        chunks += _png_chunk(b"iCCP", b"ICC profile\0\0" + zlib.compress(meta["icc_profile"]))
+        chunks.append((b"iCCP", b"ICC profile\0\0" + zlib.compress(meta["icc_profile"])))
     if "exif" in meta:
         exif = meta["exif"]
-        chunks += _png_chunk(b"eXIf", exif[len(_EXIF_HEAD):] if exif.startswith(_EXIF_HEAD) else exif)
-    ihdr_end = 8 + 8 + 13 + 4
-    return data[:ihdr_end] + chunks + data[ihdr_end:]
-
-
-def _png_chunk(kind: bytes, body: bytes) -> bytes:
-    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        chunks.append((b"eXIf", exif[len(_EXIF_HEAD):] if exif.startswith(_EXIF_HEAD) else exif))
+    data, ihdr_end = buf.tobytes(), 8 + 8 + 13 + 4
+    extra = b"".join(struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+                     for kind, body in chunks)
+    return data[:ihdr_end] + extra + data[ihdr_end:]
