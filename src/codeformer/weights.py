@@ -87,6 +87,11 @@ WEIGHTS: tuple[WeightFile, ...] = (
     WeightFile("lpips_vgg_v0.1.pth",
                "https://github.com/richzhang/PerceptualSimilarity/raw/master/lpips/weights/v0.1/vgg.pth",
                None, None, "BSD-2-Clause (LPIPS)", "LPIPS v0.1 linear heads for the VGG backbone"),
+    WeightFile("pt_inception-2015-12-05-6726825d.pth",
+               "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
+               "pt_inception-2015-12-05-6726825d.pth",
+               None, None, "Apache-2.0 (pytorch-fid; TF Inception 2015-12-05)",
+               "FID InceptionV3 (pool3 features) in the pytorch-fid layout", sha256_prefix="6726825d"),
 )
 
 
