@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
@@ -185,3 +186,251 @@ def save_yaml(obj: Any, path: str | Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(yaml.safe_dump(to_dict(obj), sort_keys=False), encoding="utf-8")
     tmp.replace(path)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Training (issue 5). Official values from spec §2; stage configs are selected by their `stage` key.
+
+DEGRADATION_PRESETS: Mapping[str, DegradationConfig] = types.MappingProxyType(
+    {"large": DEGRADATION_LARGE, "small": DEGRADATION_SMALL})
+PRECISIONS = ("fp32", "bf16", "fp16")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+LR_SCHEDULES = ("constant", "cosine", "multistep")
+
+
+def _check_choice(where: str, value: object, choices: tuple[object, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(str, choices))}")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Adam (official betas, no weight decay) and its learning-rate schedule, stepped once per iteration.
+
+    schedule "constant"; "cosine": a half cosine from `lr` down to `eta_min` over `period` iterations, then
+    `eta_min` (the official CosineAnnealingRestartLR with one period); "multistep": `lr` × `gamma` after
+    each of `milestones`. `grad_clip`: max global gradient norm, or None for no clipping.
+    """
+
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.99)
+    weight_decay: float = 0.0
+    schedule: str = "constant"
+    period: int = 0
+    eta_min: float = 0.0
+    milestones: tuple[int, ...] = ()
+    gamma: float = 0.5
+    grad_clip: float | None = None
+
+    def __post_init__(self) -> None:
+        _check_choice("OptimConfig.schedule", self.schedule, LR_SCHEDULES)
+        if self.schedule == "cosine" and self.period < 1:
+            raise ConfigError(f"OptimConfig.period: a cosine schedule needs period >= 1, got {self.period}")
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            raise ConfigError(f"OptimConfig.grad_clip: expected > 0 or null, got {self.grad_clip}")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Training data: a folder of aligned HQ faces (resized to `size`), LQ inputs by degradation preset name
+    (`DEGRADATION_PRESETS`), optional precomputed HQ codes (`codeformer codes`). `batch_size` is per process."""
+
+    root: str = "datasets/ffhq/ffhq_512"
+    size: int = 512
+    batch_size: int = 4
+    num_workers: int = 4
+    flip: bool = True
+    degradations: tuple[str, ...] = ()
+    codes_path: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in self.degradations:
+            _check_choice("DataConfig.degradations", name, tuple(DEGRADATION_PRESETS))
+        if self.batch_size < 1 or self.num_workers < 0:
+            raise ConfigError(f"DataConfig: batch_size >= 1 and num_workers >= 0 needed, got "
+                              f"{self.batch_size}, {self.num_workers}")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Loop settings: iterations are 1-based steps; checkpoints go to `<out_dir>/checkpoints/step_XXXXXX/`."""
+
+    out_dir: str = "runs/train"
+    iterations: int = 1000
+    ema_decay: float = 0.995
+    checkpoint_every: int = 10000
+    log_every: int = 100
+    precision: str = "fp32"
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        _check_choice("RunConfig.precision", self.precision, PRECISIONS)
+        _check_choice("RunConfig.device", self.device, DEVICES)
+        if self.iterations < 1 or self.checkpoint_every < 1 or self.log_every < 1:
+            raise ConfigError("RunConfig: iterations, checkpoint_every and log_every must be >= 1")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError(f"RunConfig.ema_decay: expected 0 <= decay < 1, got {self.ema_decay}")
+
+
+@dataclass(frozen=True)
+class PerceptualConfig:
+    """LPIPS weight files. A null path means `$CODEFORMER_VGG16` / `$CODEFORMER_LPIPS`, else the weights cache
+    (downloaded unless offline). `perceptual_random_init: true` uses a random LPIPS instead (smoke tests only)."""
+
+    vgg_path: str | None = None
+    lpips_path: str | None = None
+    perceptual_random_init: bool = False
+
+
+@dataclass(frozen=True)
+class Stage1Losses:
+    """Stage 1 weights: L1, LPIPS, the adaptive GAN weight's scale, the code loss; D and GAN from `d_start`."""
+
+    l1: float = 1.0
+    perceptual: float = 1.0
+    gan_scale: float = 0.8
+    codebook: float = 1.0
+    d_start: int = 30001
+
+
+@dataclass(frozen=True)
+class Stage2Losses:
+    """Stage 2 weights: cross-entropy on the HQ codes and latent L2 to their codebook rows."""
+
+    cross_entropy: float = 0.5
+    latent_l2: float = 1.0
+
+
+@dataclass(frozen=True)
+class Stage3Losses:
+    """Stage 3 weights (fidelity iterations use all; code-only iterations use the last two)."""
+
+    l1: float = 1.0
+    perceptual: float = 1.0
+    gan_scale: float = 0.1
+    cross_entropy: float = 0.5
+    latent_l2: float = 1.0
+    d_start: int = 5001
+
+
+@dataclass(frozen=True)
+class PhaseConfig:
+    """One entry of the stage-3 schedule. Step s (1-based) uses the first phase with s <= `until` (null: no
+    end) and s % `every` == 0. `w` null means a code-only iteration (CE + latent L2, no D update)."""
+
+    until: int | None
+    degradation: str
+    w: float | None
+    every: int = 1
+
+    def __post_init__(self) -> None:
+        _check_choice("PhaseConfig.degradation", self.degradation, tuple(DEGRADATION_PRESETS))
+        if self.every < 1:
+            raise ConfigError(f"PhaseConfig.every: expected >= 1, got {self.every}")
+
+
+# The official hard-coded stage-3 schedule (spec §2.4) as data.
+OFFICIAL_STAGE3_SCHEDULE = (
+    PhaseConfig(until=40000, degradation="small", w=1.0),
+    PhaseConfig(until=80000, degradation="small", w=1.3),
+    PhaseConfig(until=120000, degradation="large", w=None),
+    PhaseConfig(until=None, degradation="small", w=1.3, every=15),
+    PhaseConfig(until=None, degradation="large", w=None),
+)
+
+
+def _official_cosine(lr: float, period: int, eta_min: float) -> OptimConfig:
+    return OptimConfig(lr=lr, schedule="cosine", period=period, eta_min=eta_min)
+
+
+@dataclass(frozen=True)
+class Stage1Config:
+    """Stage I: VQGAN + patch discriminator on HQ faces (spec §2.2)."""
+
+    stage: int = 1
+    model: VQGANConfig = field(default_factory=VQGANConfig)
+    discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim_g: OptimConfig = field(default_factory=lambda: _official_cosine(7e-5, 1_600_000, 6e-5))
+    optim_d: OptimConfig = field(default_factory=lambda: _official_cosine(7e-5, 1_600_000, 6e-5))
+    losses: Stage1Losses = field(default_factory=Stage1Losses)
+    perceptual: PerceptualConfig = field(default_factory=PerceptualConfig)
+    run: RunConfig = field(default_factory=lambda: RunConfig("runs/stage1", 1_600_000, 0.995))
+
+    def __post_init__(self) -> None:
+        if self.stage != 1:
+            raise ConfigError(f"Stage1Config.stage: must be 1, got {self.stage}")
+        if self.data.size != self.model.img_size:
+            raise ConfigError(f"data.size {self.data.size} must equal model.img_size {self.model.img_size}")
+
+
+@dataclass(frozen=True)
+class Stage2Config:
+    """Stage II: code prediction from "large"-degraded faces; codebook and generator frozen (spec §2.3).
+
+    `vqgan_path`: the stage-1 weights (`net_g_ema.pth` or `vqgan_code1024.pth`): initialises encoder, codebook and
+    generator, and (without `data.codes_path`) is the frozen HQ VQGAN giving the target codes.
+    `random_init: true` allows a null `vqgan_path` (random VQGAN; smoke tests only)."""
+
+    stage: int = 2
+    model: CodeFormerConfig = field(default_factory=CodeFormerConfig)
+    data: DataConfig = field(default_factory=lambda: DataConfig(degradations=("large",)))
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(
+        lr=1e-4, schedule="multistep", milestones=(400_000, 450_000), gamma=0.5))
+    losses: Stage2Losses = field(default_factory=Stage2Losses)
+    vqgan_path: str | None = None
+    random_init: bool = False
+    run: RunConfig = field(default_factory=lambda: RunConfig("runs/stage2", 500_000, 0.995))
+
+    def __post_init__(self) -> None:
+        if self.stage != 2:
+            raise ConfigError(f"Stage2Config.stage: must be 2, got {self.stage}")
+        if "large" not in self.data.degradations:
+            raise ConfigError("Stage2Config.data.degradations must include 'large' (the stage-2 input)")
+        if self.data.size != self.model.vqgan.img_size:
+            raise ConfigError(f"data.size {self.data.size} must equal model.vqgan.img_size")
+        if self.vqgan_path is None and not self.random_init:
+            raise ConfigError("Stage2Config.vqgan_path is required (or random_init: true for smoke tests)")
+
+
+@dataclass(frozen=True)
+class Stage3Config:
+    """Stage III: fidelity fusion with a w / degradation schedule; D from the stage-1 discriminator (spec §2.4,
+    upstream #214). `codeformer_path`: stage-2 `net_g_ema.pth`; `discriminator_path`: stage-1 `net_d.pth` or
+    `vqgan_discriminator.pth`; `vqgan_path`: frozen HQ VQGAN for the target codes (unless `data.codes_path`)."""
+
+    stage: int = 3
+    model: CodeFormerConfig = field(default_factory=CodeFormerConfig)
+    discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
+    data: DataConfig = field(default_factory=lambda: DataConfig(batch_size=3, degradations=("small", "large")))
+    optim_g: OptimConfig = field(default_factory=lambda: _official_cosine(5e-5, 150_000, 2e-5))
+    optim_d: OptimConfig = field(default_factory=lambda: _official_cosine(5e-5, 150_000, 2e-5))
+    losses: Stage3Losses = field(default_factory=Stage3Losses)
+    schedule: tuple[PhaseConfig, ...] = OFFICIAL_STAGE3_SCHEDULE
+    perceptual: PerceptualConfig = field(default_factory=PerceptualConfig)
+    codeformer_path: str | None = None
+    discriminator_path: str | None = None
+    vqgan_path: str | None = None
+    random_init: bool = False
+    run: RunConfig = field(default_factory=lambda: RunConfig("runs/stage3", 150_000, 0.997))
+
+    def __post_init__(self) -> None:
+        if self.stage != 3:
+            raise ConfigError(f"Stage3Config.stage: must be 3, got {self.stage}")
+        if not self.schedule or self.schedule[-1].until is not None or self.schedule[-1].every != 1:
+            raise ConfigError("Stage3Config.schedule: the last phase needs until: null and every: 1")
+        for phase in self.schedule:
+            if phase.degradation not in self.data.degradations:
+                raise ConfigError(f"Stage3Config.schedule uses degradation {phase.degradation!r}, which is not in "
+                                  f"data.degradations {list(self.data.degradations)}")
+        if self.data.size != self.model.vqgan.img_size:
+            raise ConfigError(f"data.size {self.data.size} must equal model.vqgan.img_size")
+        needed = {"codeformer_path": self.codeformer_path,
+                  "vqgan_path": self.vqgan_path if self.data.codes_path is None else ""}
+        missing = [k for k, v in needed.items() if v is None]
+        if missing and not self.random_init:
+            raise ConfigError(f"Stage3Config: {', '.join(missing)} required (or random_init: true for smoke tests)")
+
+
+STAGE_CONFIGS: Mapping[int, type] = types.MappingProxyType({1: Stage1Config, 2: Stage2Config, 3: Stage3Config})
