@@ -482,6 +482,27 @@ def test_bad_extension_and_missing_folder(tmp_path: Path) -> None:
     assert read_image(tmp_path / "o.xyz").format == "PNG"
 
 
+def test_symlink_long_name_and_format_aliases(tmp_path: Path) -> None:
+    real = tmp_path / "real.png"
+    write_image(real, Picture(gradient()))
+    (tmp_path / "link.png").symlink_to(real)
+    write_image(tmp_path / "link.png", Picture(gradient(c=1)))
+    assert (tmp_path / "link.png").is_symlink() and read_image(real).pixels.shape == (24, 32, 1)
+    long = tmp_path / ("é" * 120 + ".jpg")  # 240 bytes: the temp name must be shortened
+    write_image(long, Picture(gradient()))
+    assert read_image(long).format == "JPEG" and len(list(tmp_path.iterdir())) == 3
+    for alias, fmt in (("jpg", "JPEG"), (".tif", "TIFF"), ("Png", "PNG")):
+        assert read_image(encode_image(Picture(gradient()), alias)).format == fmt
+
+
+def test_unsupported_format_is_named(tmp_path: Path) -> None:
+    buf = io.BytesIO()
+    Image.fromarray(gradient()).save(buf, "TGA")
+    (tmp_path / "old.tga").write_bytes(buf.getvalue())
+    with pytest.raises(ImageReadError, match=r"old\.tga: unsupported image format TGA"):
+        read_image(tmp_path / "old.tga")
+
+
 def test_overwrite_keeps_permissions(tmp_path: Path) -> None:
     target = tmp_path / "o.png"
     write_image(target, Picture(gradient()))

@@ -204,6 +204,9 @@ def _open_lazy(data: bytes, label: str) -> Image.Image:
             raise ImageReadError(label, f"truncated or corrupt {fmt}") from exc
     if data[4:12] in _HEIF_BRANDS:
         raise ImageReadError(label, "HEIC/HEIF images are not supported (convert to JPEG or PNG)")
+    pillow_fmt = Image.registered_extensions().get(Path(label).suffix.lower())
+    if pillow_fmt and pillow_fmt not in _READ_FORMATS:  # named like a format we choose not to parse
+        raise ImageReadError(label, f"unsupported image format {pillow_fmt} (convert to PNG or JPEG)")
     is_text = not data[:4096].translate(None, _TEXT_BYTES)
     raise ImageReadError(label, "not an image (a text file)" if is_text else "not an image")
 
@@ -351,12 +354,17 @@ def encode_image(pic: Picture, format: str, quality: int = 95, name: str = "<std
 
     Same conversions as :func:`write_image`; failures raise ImageWriteError starting with ``name``.
     """
-    buf = io.BytesIO()
+    buf, fmt = io.BytesIO(), _format_name(format)
     try:
-        _encode_into(buf, pic, format.upper(), quality)
+        _encode_into(buf, pic, fmt, quality)
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ImageWriteError(name, f"cannot encode {format.upper()} ({exc})") from exc
+        raise ImageWriteError(name, f"cannot encode {fmt} ({exc})") from exc
     return buf.getvalue()
+
+
+def _format_name(fmt: str) -> str:
+    """ "png", "jpg", ".tif" → "PNG", "JPEG", "TIFF"; other names upper-cased."""
+    return _EXT_FORMAT.get("." + fmt.lower().lstrip("."), fmt.upper())
 
 
 def write_image(path: str | os.PathLike[str], pic: Picture, format: str | None = None,
@@ -370,9 +378,10 @@ def write_image(path: str | os.PathLike[str], pic: Picture, format: str | None =
     ``path`` (keeping an old file's permissions); on any failure the temp file is removed and an old
     ``path`` is left untouched. Raises ImageWriteError (one line) on failure.
     """
-    path = Path(path)
-    fmt = format.upper() if format else format_from_extension(path)
-    tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(6)}")
+    path = Path(os.path.realpath(path)) if os.path.islink(path) else Path(path)  # keep a symlink, update its file
+    fmt = _format_name(format) if format else format_from_extension(path)
+    short = path.name if len(path.name.encode()) <= 200 else path.name[:50]  # room for the temp suffix
+    tmp = path.with_name(f".{short}.tmp-{secrets.token_hex(6)}")
     try:
         with open(tmp, "xb") as f:
             note = _encode_into(f, pic, fmt, quality)
