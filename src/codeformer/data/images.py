@@ -426,9 +426,9 @@ def _encode_into(fp: BinaryIO, pic: Picture, fmt: str, quality: int) -> str | No
             del meta["icc_profile"]
             notes.append("ICC profile not written (its colour space does not match the pixels)")
     if px.dtype == np.uint16 and px.shape[2] > 1:
-        fp.write(_cv2_encode16(px, fmt, meta))
-        if meta and fmt == "TIFF":
-            notes.append("ICC/EXIF not written (16-bit colour TIFF)")
+        fp.write(_png16(px, meta) if fmt == "PNG" else _tiff16(px, meta.get("icc_profile")))
+        if "exif" in meta and fmt == "TIFF":
+            notes.append("EXIF not written (16-bit colour TIFF)")
         return "; ".join(notes) or None
     options: dict[str, object] = dict(meta)
     if fmt == "JPEG":
@@ -446,14 +446,11 @@ def _encode_into(fp: BinaryIO, pic: Picture, fmt: str, quality: int) -> str | No
     return "; ".join(notes) or None
 
 
-def _cv2_encode16(px: np.ndarray, fmt: str, meta: dict[str, bytes]) -> bytes:
-    """16-bit RGB/RGBA as PNG or TIFF via OpenCV; for PNG, iCCP/eXIf chunks are added after IHDR."""
-    bgr = np.ascontiguousarray(px[..., [2, 1, 0, 3][: px.shape[2]]])
-    ok, buf = cv2.imencode(".png" if fmt == "PNG" else ".tiff", bgr)
+def _png16(px: np.ndarray, meta: dict[str, bytes]) -> bytes:
+    """16-bit RGB/RGBA PNG via OpenCV (Pillow cannot), with iCCP/eXIf chunks added after IHDR."""
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(px[..., [2, 1, 0, 3][: px.shape[2]]]))
     if not ok:
-        raise ValueError(f"OpenCV could not encode 16-bit {fmt}")
-    if fmt != "PNG":
-        return buf.tobytes()
+        raise ValueError("OpenCV could not encode a 16-bit PNG")
     chunks = []
     if "icc_profile" in meta:
         chunks.append((b"iCCP", b"ICC profile\0\0" + zlib.compress(meta["icc_profile"])))
@@ -464,3 +461,29 @@ def _cv2_encode16(px: np.ndarray, fmt: str, meta: dict[str, bytes]) -> bytes:
     extra = b"".join(struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
                      for kind, body in chunks)
     return data[:ihdr_end] + extra + data[ihdr_end:]
+
+
+def _tiff16(px: np.ndarray, icc: bytes | None) -> bytes:
+    """16-bit RGB/RGBA baseline TIFF (one deflate strip, horizontal predictor, ICC tag, straight alpha)."""
+    h, w, c = px.shape
+    diff = px.astype("<u2")
+    diff[:, 1:] -= px[:, :-1]  # predictor 2: wrapping differences along each row
+    strip = zlib.compress(diff.tobytes(), 6)
+    tags = [(256, 4, [w]), (257, 4, [h]), (258, 3, [16] * c), (259, 3, [8]), (262, 3, [2]), (273, 4, [0]),
+            (277, 3, [c]), (278, 4, [h]), (279, 4, [len(strip)]), (284, 3, [1]), (317, 3, [2]),
+            (339, 3, [1] * c)] + ([(338, 3, [2])] if c == 4 else []) + ([(34675, 7, icc)] if icc else [])
+    ifd_at = 8 + len(strip) + (len(strip) & 1)
+    out_of_line = ifd_at + 2 + 12 * len(tags) + 4
+    entries, extra = b"", b""
+    for tag, kind, values in sorted(tags, key=lambda t: t[0]):
+        value = bytes(values) if kind == 7 else struct.pack(f"<{len(values)}{'H' if kind == 3 else 'I'}", *values)
+        if tag == 273:
+            value = struct.pack("<I", 8)
+        if len(value) <= 4:
+            entries += struct.pack("<HHI", tag, kind, len(values)) + value.ljust(4, b"\0")
+        else:
+            entries += struct.pack("<HHII", tag, kind, len(values), out_of_line + len(extra))
+            extra += value + b"\0" * (len(value) & 1)
+    header = b"II*\0" + struct.pack("<I", ifd_at)
+    ifd = struct.pack("<H", len(tags)) + entries + b"\0\0\0\0"
+    return header + strip + b"\0" * (len(strip) & 1) + ifd + extra
