@@ -198,6 +198,24 @@ def test_exif_orientation_matches_pillow(tmp_path: Path, orientation: int) -> No
     assert exif[0x0112] == 1 and exif[0x010F] == "TestCam"
 
 
+def test_tiff_orientation_tag(tmp_path: Path) -> None:
+    arr = gradient(10, 16)
+    Image.fromarray(arr).save(tmp_path / "o.tif", tiffinfo={0x0112: 8})
+    assert np.array_equal(read_image(tmp_path / "o.tif").pixels, np.rot90(arr))
+
+
+def test_big_endian_and_32bit_integer_grey(tmp_path: Path) -> None:
+    arr = gradient(c=1, dtype=np.uint16)[..., 0]
+    Image.frombytes("I;16B", (32, 24), arr.astype(">u2").tobytes()).save(tmp_path / "be.tif")
+    pic = read_image(tmp_path / "be.tif")
+    assert pic.pixels.dtype == np.uint16 and np.array_equal(pic.pixels[..., 0], arr)
+    Image.fromarray(arr.astype(np.int32)).save(tmp_path / "i32.tif")
+    assert np.array_equal(read_image(tmp_path / "i32.tif").pixels[..., 0], arr)
+    Image.fromarray(np.full((4, 4), 70000, np.int32)).save(tmp_path / "i32big.tif")
+    with pytest.raises(ImageReadError, match="outside 0-65535"):
+        read_image(tmp_path / "i32big.tif")
+
+
 def test_exif_rotated_jpeg(tmp_path: Path) -> None:
     path = tmp_path / "rot.jpg"
     Image.fromarray(gradient(24, 40)).save(path, exif=exif_bytes(6), icc_profile=SRGB_ICC)
