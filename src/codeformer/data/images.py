@@ -24,6 +24,8 @@ import cv2
 import numpy as np
 from PIL import Image, ImageCms
 
+from codeformer.data._imagebytes import EXIF_HEAD, ORIENTATION, orient, png16, reset_orientation, tiff16
+
 DEFAULT_MAX_PIXELS = 178_956_970  # the same as Pillow's default MAX_IMAGE_PIXELS
 _EXT_FORMAT = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".jpe": "JPEG", ".jfif": "JPEG",
                ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF", ".bmp": "BMP", ".gif": "GIF",
@@ -34,8 +36,6 @@ _READ_FORMATS = ("PNG", "JPEG", "WEBP", "TIFF", "BMP", "GIF", "AVIF", "PPM")
 _HEIF_BRANDS = (b"ftypheic", b"ftypheix", b"ftyphevc", b"ftypmif1", b"ftypmsf1")
 _TEXT_BYTES = bytes([7, 8, 9, 10, 12, 13, 27]) + bytes(range(0x20, 0x100))  # as file(1) guesses text
 _GREY_VARIANCE = 10.0  # official is_gray: mean variance of channel differences (8-bit units) <= 10
-_ORIENTATION = 0x0112
-_EXIF_HEAD = b"Exif\x00\x00"
 # What Pillow's decoders raise on broken data (LOAD_TRUNCATED_IMAGES stays False, so truncation raises).
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, TypeError, EOFError, IndexError, KeyError, struct.error,
                   zlib.error)
@@ -229,7 +229,7 @@ def _decode(im: Image.Image, data: bytes, label: str, max_pixels: int) -> Pictur
             notes.append(f"{kind}: used the first of {frames} frames")
         im.seek(0)
         im.load()
-        orientation = im.getexif().get(_ORIENTATION, 1)
+        orientation = im.getexif().get(ORIENTATION, 1)
         if _needs_cv2(im, data):
             pixels, icc = _cv2_decode(data, label, fmt, (width, height)), im.info.get("icc_profile") or None
         else:
@@ -242,11 +242,11 @@ def _decode(im: Image.Image, data: bytes, label: str, max_pixels: int) -> Pictur
     except _DECODE_ERRORS as exc:
         raise ImageReadError(label, f"truncated or corrupt {fmt}") from exc
     exif = im.info.get("exif") or None
-    if exif is not None and not exif.startswith(_EXIF_HEAD):
-        exif = _EXIF_HEAD + exif
+    if exif is not None and not exif.startswith(EXIF_HEAD):
+        exif = EXIF_HEAD + exif
     if orientation in range(2, 9):
-        pixels = _orient(pixels, orientation)
-        exif = _reset_orientation(exif) if exif is not None else None
+        pixels = orient(pixels, orientation)
+        exif = reset_orientation(exif) if exif is not None else None
     if icc is not None and not _icc_fits(icc, pixels.shape[2]):
         notes.append(f"ICC profile dropped (a {icc[16:20].decode('latin-1').strip()!r} profile)")
         icc = None
@@ -318,34 +318,6 @@ def _cmyk_to_rgb(im: Image.Image, icc: bytes | None) -> tuple[Image.Image, bytes
             if rgb is not None:
                 return rgb, srgb.tobytes(), "CMYK converted to sRGB with its ICC profile"
     return im.convert("RGB"), None, "CMYK converted to RGB"
-
-
-def _orient(pixels: np.ndarray, orientation: int) -> np.ndarray:
-    """Apply EXIF orientation 2-8 to H×W×C pixels, as PIL.ImageOps.exif_transpose does."""
-    if orientation in (5, 6, 7, 8):
-        pixels = np.rot90(pixels, k={5: -1, 6: -1, 7: 1, 8: 1}[orientation])
-    if orientation in (2, 5, 7):
-        return pixels[:, ::-1]
-    return {3: pixels[::-1, ::-1], 4: pixels[::-1]}.get(orientation, pixels)
-
-
-def _reset_orientation(exif: bytes) -> bytes:
-    """Set the IFD0 orientation tag to 1 in place, keeping every other EXIF byte as it was."""
-    with contextlib.suppress(KeyError, struct.error):
-        base = len(_EXIF_HEAD)
-        endian = {b"II": "<", b"MM": ">"}[exif[base:base + 2]]
-        ifd = base + struct.unpack_from(endian + "I", exif, base + 4)[0]
-        for i in range(struct.unpack_from(endian + "H", exif, ifd)[0]):
-            entry = ifd + 2 + 12 * i
-            tag, kind, count = struct.unpack_from(endian + "HHI", exif, entry)
-            if tag == _ORIENTATION and kind == 3 and count == 1:
-                out = bytearray(exif)
-                struct.pack_into(endian + "H", out, entry + 8, 1)
-                return bytes(out)
-    parsed = Image.Exif()  # unusual layout: re-serialise with Pillow instead
-    parsed.load(exif)
-    parsed[_ORIENTATION] = 1
-    return parsed.tobytes()
 
 
 # ---------------------------------------------------------------------------------------------- writing
@@ -426,7 +398,7 @@ def _encode_into(fp: BinaryIO, pic: Picture, fmt: str, quality: int) -> str | No
             del meta["icc_profile"]
             notes.append("ICC profile not written (its colour space does not match the pixels)")
     if px.dtype == np.uint16 and px.shape[2] > 1:
-        fp.write(_png16(px, meta) if fmt == "PNG" else _tiff16(px, meta.get("icc_profile")))
+        fp.write(png16(px, meta) if fmt == "PNG" else tiff16(px, meta.get("icc_profile")))
         if "exif" in meta and fmt == "TIFF":
             notes.append("EXIF not written (16-bit colour TIFF)")
         return "; ".join(notes) or None
@@ -444,46 +416,3 @@ def _encode_into(fp: BinaryIO, pic: Picture, fmt: str, quality: int) -> str | No
     except KeyError:
         raise ValueError(f"unknown image format {fmt!r}") from None
     return "; ".join(notes) or None
-
-
-def _png16(px: np.ndarray, meta: dict[str, bytes]) -> bytes:
-    """16-bit RGB/RGBA PNG via OpenCV (Pillow cannot), with iCCP/eXIf chunks added after IHDR."""
-    ok, buf = cv2.imencode(".png", np.ascontiguousarray(px[..., [2, 1, 0, 3][: px.shape[2]]]))
-    if not ok:
-        raise ValueError("OpenCV could not encode a 16-bit PNG")
-    chunks = []
-    if "icc_profile" in meta:
-        chunks.append((b"iCCP", b"ICC profile\0\0" + zlib.compress(meta["icc_profile"])))
-    if "exif" in meta:
-        exif = meta["exif"]
-        chunks.append((b"eXIf", exif[len(_EXIF_HEAD):] if exif.startswith(_EXIF_HEAD) else exif))
-    data, ihdr_end = buf.tobytes(), 8 + 8 + 13 + 4
-    extra = b"".join(struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-                     for kind, body in chunks)
-    return data[:ihdr_end] + extra + data[ihdr_end:]
-
-
-def _tiff16(px: np.ndarray, icc: bytes | None) -> bytes:
-    """16-bit RGB/RGBA baseline TIFF (one deflate strip, horizontal predictor, ICC tag, straight alpha)."""
-    h, w, c = px.shape
-    diff = px.astype("<u2")
-    diff[:, 1:] -= px[:, :-1]  # predictor 2: wrapping differences along each row
-    strip = zlib.compress(diff.tobytes(), 6)
-    tags = [(256, 4, [w]), (257, 4, [h]), (258, 3, [16] * c), (259, 3, [8]), (262, 3, [2]), (273, 4, [0]),
-            (277, 3, [c]), (278, 4, [h]), (279, 4, [len(strip)]), (284, 3, [1]), (317, 3, [2]),
-            (339, 3, [1] * c)] + ([(338, 3, [2])] if c == 4 else []) + ([(34675, 7, icc)] if icc else [])
-    ifd_at = 8 + len(strip) + (len(strip) & 1)
-    out_of_line = ifd_at + 2 + 12 * len(tags) + 4
-    entries, extra = b"", b""
-    for tag, kind, values in sorted(tags, key=lambda t: t[0]):
-        value = bytes(values) if kind == 7 else struct.pack(f"<{len(values)}{'H' if kind == 3 else 'I'}", *values)
-        if tag == 273:
-            value = struct.pack("<I", 8)
-        if len(value) <= 4:
-            entries += struct.pack("<HHI", tag, kind, len(values)) + value.ljust(4, b"\0")
-        else:
-            entries += struct.pack("<HHII", tag, kind, len(values), out_of_line + len(extra))
-            extra += value + b"\0" * (len(value) & 1)
-    header = b"II*\0" + struct.pack("<I", ifd_at)
-    ifd = struct.pack("<H", len(tags)) + entries + b"\0\0\0\0"
-    return header + strip + b"\0" * (len(strip) & 1) + ifd + extra

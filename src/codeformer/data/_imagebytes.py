@@ -1,0 +1,89 @@
+"""Byte-level helpers for :mod:`codeformer.data.images`: EXIF orientation, 16-bit PNG/TIFF writers.
+
+Pillow cannot write 16-bit colour PNG or TIFF, and re-serialising EXIF with it can lose data, so
+these few container details are done by hand here (each checked by tests/test_images.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import struct
+import zlib
+
+import cv2
+import numpy as np
+from PIL import Image
+
+EXIF_HEAD = b"Exif\x00\x00"  # how EXIF bytes start in a JPEG APP1 segment and in Picture.exif
+ORIENTATION = 0x0112
+
+
+def orient(pixels: np.ndarray, orientation: int) -> np.ndarray:
+    """Apply EXIF orientation 2-8 to H×W×C pixels, as PIL.ImageOps.exif_transpose does."""
+    if orientation in (5, 6, 7, 8):
+        pixels = np.rot90(pixels, k={5: -1, 6: -1, 7: 1, 8: 1}[orientation])
+    if orientation in (2, 5, 7):
+        return pixels[:, ::-1]
+    return {3: pixels[::-1, ::-1], 4: pixels[::-1]}.get(orientation, pixels)
+
+
+def reset_orientation(exif: bytes) -> bytes:
+    """Set the IFD0 orientation tag to 1 in place, keeping every other EXIF byte as it was."""
+    with contextlib.suppress(KeyError, struct.error):
+        base = len(EXIF_HEAD)
+        endian = {b"II": "<", b"MM": ">"}[exif[base:base + 2]]
+        ifd = base + struct.unpack_from(endian + "I", exif, base + 4)[0]
+        for i in range(struct.unpack_from(endian + "H", exif, ifd)[0]):
+            entry = ifd + 2 + 12 * i
+            tag, kind, count = struct.unpack_from(endian + "HHI", exif, entry)
+            if tag == ORIENTATION and kind == 3 and count == 1:
+                out = bytearray(exif)
+                struct.pack_into(endian + "H", out, entry + 8, 1)
+                return bytes(out)
+    parsed = Image.Exif()  # unusual layout: re-serialise with Pillow instead
+    parsed.load(exif)
+    parsed[ORIENTATION] = 1
+    return parsed.tobytes()
+
+
+def png16(px: np.ndarray, meta: dict[str, bytes]) -> bytes:
+    """16-bit RGB/RGBA PNG via OpenCV (Pillow cannot), with iCCP/eXIf chunks added after IHDR."""
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(px[..., [2, 1, 0, 3][: px.shape[2]]]))
+    if not ok:
+        raise ValueError("OpenCV could not encode a 16-bit PNG")
+    chunks = []
+    if "icc_profile" in meta:
+        chunks.append((b"iCCP", b"ICC profile\0\0" + zlib.compress(meta["icc_profile"])))
+    if "exif" in meta:
+        exif = meta["exif"]
+        chunks.append((b"eXIf", exif[len(EXIF_HEAD):] if exif.startswith(EXIF_HEAD) else exif))
+    data, ihdr_end = buf.tobytes(), 8 + 8 + 13 + 4
+    extra = b"".join(struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+                     for kind, body in chunks)
+    return data[:ihdr_end] + extra + data[ihdr_end:]
+
+
+def tiff16(px: np.ndarray, icc: bytes | None) -> bytes:
+    """16-bit RGB/RGBA baseline TIFF (one deflate strip, horizontal predictor, ICC tag, straight alpha)."""
+    h, w, c = px.shape
+    diff = px.astype("<u2")
+    diff[:, 1:] -= px[:, :-1]  # predictor 2: wrapping differences along each row
+    strip = zlib.compress(diff.tobytes(), 6)
+    tags = [(256, 4, [w]), (257, 4, [h]), (258, 3, [16] * c), (259, 3, [8]), (262, 3, [2]), (273, 4, [0]),
+            (277, 3, [c]), (278, 4, [h]), (279, 4, [len(strip)]), (284, 3, [1]), (317, 3, [2]),
+            (339, 3, [1] * c)] + ([(338, 3, [2])] if c == 4 else []) + ([(34675, 7, icc)] if icc else [])
+    ifd_at = 8 + len(strip) + (len(strip) & 1)
+    out_of_line = ifd_at + 2 + 12 * len(tags) + 4
+    entries, extra = b"", b""
+    for tag, kind, values in sorted(tags, key=lambda t: t[0]):
+        value = bytes(values) if kind == 7 else struct.pack(f"<{len(values)}{'H' if kind == 3 else 'I'}", *values)
+        if tag == 273:
+            value = struct.pack("<I", 8)
+        if len(value) <= 4:
+            entries += struct.pack("<HHI", tag, kind, len(values)) + value.ljust(4, b"\0")
+        else:
+            entries += struct.pack("<HHII", tag, kind, len(values), out_of_line + len(extra))
+            extra += value + b"\0" * (len(value) & 1)
+    header = b"II*\0" + struct.pack("<I", ifd_at)
+    ifd = struct.pack("<H", len(tags)) + entries + b"\0\0\0\0"
+    return header + strip + b"\0" * (len(strip) & 1) + ifd + extra
