@@ -146,16 +146,17 @@ def from_rgb_float(pic: Picture, rgb: np.ndarray) -> Picture:
 
 # ---------------------------------------------------------------------------------------------- reading
 def read_image(source: str | os.PathLike[str] | bytes, name: str | None = None,
-               max_pixels: int = DEFAULT_MAX_PIXELS) -> Picture:
+               max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Picture:
     """Read an image file (or its bytes, e.g. from stdin) into a :class:`Picture`.
 
     EXIF orientation is applied to the pixels and reset to 1 in the kept EXIF bytes. Palette images
     become RGB/RGBA, grey+alpha becomes RGBA, CMYK becomes RGB (through its ICC profile when it has
     one), 16-bit grey/colour PNG and TIFF stay uint16, animations give their first frame (with a
     note); 32-bit float images are refused. Width×height from the header is checked against
-    ``max_pixels`` before anything is decoded. Raises ImageReadError (one line, starting with
+    ``max_pixels`` (None: no limit) before anything is decoded. Raises ImageReadError (one line, starting with
     ``name``, else the path, else ``"<stdin>"``) for anything unreadable.
     """
+    max_pixels = max_pixels if max_pixels is not None else 1 << 62
     if isinstance(source, (bytes, bytearray, memoryview)):
         label, data = name or "<stdin>", bytes(source)
     else:
@@ -217,10 +218,8 @@ def _decode(im: Image.Image, data: bytes, label: str, max_pixels: int) -> Pictur
     if width <= 0 or height <= 0:
         raise ImageReadError(label, f"image has no pixels ({width}×{height})")
     if width * height > max_pixels:
-        n = width * height
-        amount = f"{n / 1e9:.1f} gigapixels" if n >= 1_000_000_000 else f"{n / 1e6:.0f} megapixels"
-        raise ImageReadError(label, f"image too large ({width}×{height} = {amount},"
-                                    f" limit {max_pixels // 1_000_000} megapixels)")
+        raise ImageReadError(label, f"image too large ({width}×{height} = {_amount(width * height)},"
+                                    f" limit {_amount(max_pixels)})")
     notes: list[str] = []
     try:
         frames = getattr(im, "n_frames", 1)
@@ -238,7 +237,7 @@ def _decode(im: Image.Image, data: bytes, label: str, max_pixels: int) -> Pictur
     except ImageReadError:
         raise
     except Image.DecompressionBombError as exc:  # a later frame larger than the header said
-        raise ImageReadError(label, f"image too large (limit {max_pixels // 1_000_000} megapixels)") from exc
+        raise ImageReadError(label, f"image too large (limit {_amount(max_pixels)})") from exc
     except _DECODE_ERRORS as exc:
         raise ImageReadError(label, f"truncated or corrupt {fmt}") from exc
     exif = im.info.get("exif") or None
@@ -252,6 +251,13 @@ def _decode(im: Image.Image, data: bytes, label: str, max_pixels: int) -> Pictur
         icc = None
     pixels = np.ascontiguousarray(pixels)
     return Picture(pixels, fmt, icc, exif, looks_grey(pixels), "; ".join(notes) or None)
+
+
+def _amount(n: int) -> str:
+    """1_600_000_000 → "1.6 gigapixels", 178_956_970 → "178 megapixels", 500 → "500 pixels"."""
+    if n >= 1_000_000_000:
+        return f"{n / 1e9:.1f} gigapixels"
+    return f"{n // 1_000_000} megapixels" if n >= 1_000_000 else f"{n} pixels"
 
 
 def _icc_fits(icc: bytes, channels: int) -> bool:
