@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import pickle
 import signal
 import struct
 import subprocess
@@ -376,6 +377,13 @@ def test_bad_files_raise_one_line(tmp_path: Path, name: str) -> None:
     assert "\n" not in message and message.startswith(f"{path}: ")
     assert message == f"{path}: {problem}" or message.startswith(f"{path}: {problem}")
     assert isinstance(info.value, ValueError) and info.value.name == str(path)
+
+
+def test_errors_pickle() -> None:
+    for err in (ImageReadError("a\nb.png", "empty file"), ImageWriteError("o.png", "cannot write PNG (x)")):
+        again = pickle.loads(pickle.dumps(err))
+        assert type(again) is type(err) and str(again) == str(err) and again.problem == err.problem
+    assert str(ImageReadError("a\nb.png", "empty file")) == "a b.png: empty file"
 
 
 def test_directory_and_missing_path(tmp_path: Path) -> None:

@@ -46,6 +46,9 @@ class _OneLineError(ValueError):
         self.name, self.problem = (" ".join(str(t).split()) for t in (name, problem))
         super().__init__(f"{self.name}: {self.problem}")
 
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:  # picklable across worker processes
+        return type(self), (self.name, self.problem)
+
 
 class ImageReadError(_OneLineError):
     """A file that cannot be read as an image; ``str()`` is one line ``"<name>: <problem>"``."""
