@@ -151,7 +151,7 @@ def sidecar(source: str, output: str, pic: Picture, result: RestoreResult, opts:
     return {
         "input": source,
         "output": output,
-        "size": list(pic.size),
+        "size": [int(pic.pixels.shape[1]), int(pic.pixels.shape[0])],
         "output_size": [int(out_pixels.shape[1]), int(out_pixels.shape[0])],
         "upscale": opts.upscale,
         "aligned": opts.aligned,
