@@ -1,0 +1,235 @@
+"""Face tracks across video frames: association, gap filling, and One-Euro smoothing of the five landmarks.
+
+A `Tracker` receives each frame's detections (`detection.Face`) in display order and returns one `TrackedFace` per
+live track: a stable integer id, the landmarks to align with (smoothed unless smoothing is off), and whether the
+face was detected in this frame or filled in across a short gap. Association is greedy on a cost mixing the
+boxes' IoU and their centre distance relative to the face size, against each track's box extrapolated to the
+current time. A track that misses up to `max_gap` frames is held on its last landmarks moved at its last
+(smoothed) velocity; after that it ends.
+
+Smoothing is the One-Euro filter (Casiez, Roussel and Vogel, CHI 2012): an exponential low-pass whose cutoff
+rises with speed, so a still face is steadied strongly and a moving one follows with little lag. Here one cutoff
+is shared by the five points of a face (from the fastest point's speed in face sizes per second), so the face
+is smoothed as a whole and its shape is never distorted point by point.
+
+The tracker's whole state is plain numbers (`state_dict` / `Tracker.from_state`), so a run can stop after any
+frame and resume with exactly the same results.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from codeformer.face.detection import Face
+
+
+@dataclass(frozen=True)
+class OneEuroParams:
+    """min_cutoff: cutoff (Hz) at rest: lower steadies a still face more. beta: how fast the cutoff rises with
+    speed (per face size per second): higher means less lag in motion. d_cutoff: cutoff (Hz) of the speed
+    estimate itself."""
+
+    min_cutoff: float = 1.0
+    beta: float = 2.0
+    d_cutoff: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.min_cutoff <= 0 or self.d_cutoff <= 0 or self.beta < 0:
+            raise ValueError(f"One-Euro needs min_cutoff > 0, d_cutoff > 0, beta >= 0; got {self}")
+
+
+@dataclass(frozen=True)
+class TrackerParams:
+    """max_gap: frames a track may go undetected before it ends (filled meanwhile). min_iou / max_centre: a
+    detection joins a track when their boxes overlap by at least min_iou, or their centres are closer than
+    max_centre face sizes. smooth: apply the One-Euro filter (False: the raw landmarks are used)."""
+
+    max_gap: int = 5
+    min_iou: float = 0.3
+    max_centre: float = 0.5
+    smooth: bool = True
+    one_euro: OneEuroParams = field(default_factory=OneEuroParams)
+
+    def __post_init__(self) -> None:
+        if self.max_gap < 0:
+            raise ValueError(f"max_gap must be >= 0, got {self.max_gap}")
+
+
+def smoothing_factor(dt: float, cutoff: float) -> float:
+    """Weight of the new sample in an exponential low-pass with `cutoff` Hz sampled every `dt` seconds."""
+    tau = 1.0 / (2.0 * math.pi * cutoff)
+    return 1.0 / (1.0 + tau / dt)
+
+
+def one_euro_step(x: np.ndarray, x_prev: np.ndarray, dx_prev: np.ndarray, dt: float, scale: float,
+                  params: OneEuroParams) -> tuple[np.ndarray, np.ndarray]:
+    """One step of the One-Euro filter for a (5, 2) float64 set of points sharing one cutoff.
+
+    x: new raw points; x_prev: previous filtered points; dx_prev: previous filtered velocity (px/s); dt: seconds
+    since the previous sample (> 0); scale: face size in px, so speed is measured in face sizes per second.
+    Returns (filtered points, filtered velocity), both (5, 2) float64. Pure: inputs are not modified.
+    """
+    dx = (x - x_prev) / dt
+    a_d = smoothing_factor(dt, params.d_cutoff)
+    dx_hat = a_d * dx + (1.0 - a_d) * dx_prev
+    speed = float(np.linalg.norm(dx_hat, axis=1).max()) / max(scale, 1e-6)
+    a = smoothing_factor(dt, params.min_cutoff + params.beta * speed)
+    return a * x + (1.0 - a) * x_prev, dx_hat
+
+
+def box_iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    """Intersection over union of two (x0, y0, x1, y1) boxes; 0 when either is empty."""
+    iw = min(a[2], b[2]) - max(a[0], b[0])
+    ih = min(a[3], b[3]) - max(a[1], b[1])
+    if iw <= 0 or ih <= 0:
+        return 0.0
+    inter = iw * ih
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def landmark_scale(landmarks5: np.ndarray) -> float:
+    """A face size from five points: the larger of the eye distance and the eye-centre to mouth-centre
+    distance, times 2 (roughly the face box side), in px."""
+    eyes = float(np.linalg.norm(landmarks5[1] - landmarks5[0]))
+    down = float(np.linalg.norm((landmarks5[3] + landmarks5[4]) / 2 - (landmarks5[0] + landmarks5[1]) / 2))
+    return 2.0 * max(eyes, down, 1e-3)
+
+
+@dataclass(frozen=True)
+class TrackedFace:
+    """A face in one frame. track_id: stable id (0, 1, ... in order of first appearance). landmarks5: (5, 2)
+    float64 points to align with (smoothed when smoothing is on). raw_landmarks5: the detector's points, or the
+    extrapolated ones in a gap. box: (x0, y0, x1, y1) px. detected: False when filled across a gap."""
+
+    track_id: int
+    landmarks5: np.ndarray
+    raw_landmarks5: np.ndarray
+    box: tuple[float, float, float, float]
+    detected: bool
+
+
+@dataclass
+class Track:
+    """A track's state: all plain numbers. t: time (s) of its last update; velocity: filtered (5, 2) px/s."""
+
+    track_id: int
+    box: tuple[float, float, float, float]
+    raw: np.ndarray
+    smoothed: np.ndarray
+    velocity: np.ndarray
+    t: float
+    missed: int = 0
+
+    def predicted_box(self, t: float) -> tuple[float, float, float, float]:
+        """The last box moved by the mean landmark velocity to time `t`."""
+        shift = self.velocity.mean(0) * (t - self.t)
+        x0, y0, x1, y1 = self.box
+        return (x0 + shift[0], y0 + shift[1], x1 + shift[0], y1 + shift[1])
+
+    def to_state(self) -> dict:
+        """JSON-ready copy of the state (floats round-trip exactly)."""
+        return {"track_id": self.track_id, "box": list(self.box), "raw": self.raw.tolist(),
+                "smoothed": self.smoothed.tolist(), "velocity": self.velocity.tolist(), "t": self.t,
+                "missed": self.missed}
+
+    @classmethod
+    def from_state(cls, s: dict) -> Track:
+        """Inverse of `to_state`."""
+        return cls(int(s["track_id"]), tuple(float(v) for v in s["box"]), np.array(s["raw"], np.float64),
+                   np.array(s["smoothed"], np.float64), np.array(s["velocity"], np.float64), float(s["t"]),
+                   int(s["missed"]))
+
+
+def _match_cost(track: Track, face: Face, t: float, params: TrackerParams) -> float | None:
+    """Association cost (lower is better) or None when the pair may not be matched."""
+    pred = track.predicted_box(t)
+    iou = box_iou(pred, face.box)
+    size = ((pred[2] - pred[0]) + (pred[3] - pred[1]) + (face.box[2] - face.box[0]) + (face.box[3] - face.box[1])) / 4
+    centre = math.hypot((pred[0] + pred[2] - face.box[0] - face.box[2]) / 2,
+                        (pred[1] + pred[3] - face.box[1] - face.box[3]) / 2) / max(size, 1e-6)
+    if iou < params.min_iou and centre > params.max_centre:
+        return None
+    return (1.0 - iou) + centre
+
+
+class Tracker:
+    """Turns per-frame detections into tracks (see the module docstring). Feed frames in order with
+    strictly increasing times."""
+
+    def __init__(self, params: TrackerParams | None = None):
+        self.params = params or TrackerParams()
+        self.tracks: list[Track] = []
+        self.next_id = 0
+
+    def update(self, faces: list[Face], t: float) -> list[TrackedFace]:
+        """Associate this frame's `faces` (at time `t` seconds) with the tracks; returns the frame's tracked
+        faces ordered by track id: matched and new tracks (detected) and tracks inside a gap (filled)."""
+        pairs = []
+        for i, track in enumerate(self.tracks):
+            for j, face in enumerate(faces):
+                cost = _match_cost(track, face, t, self.params)
+                if cost is not None:
+                    pairs.append((cost, i, j))
+        used_tracks, used_faces, out = set(), set(), []
+        for _, i, j in sorted(pairs):
+            if i in used_tracks or j in used_faces:
+                continue
+            used_tracks.add(i)
+            used_faces.add(j)
+            out.append(self._advance(self.tracks[i], faces[j], t))
+        kept = []
+        for i, track in enumerate(self.tracks):
+            if i in used_tracks:
+                kept.append(track)
+            elif track.missed < self.params.max_gap:
+                out.append(self._fill(track, t))
+                kept.append(track)
+        for j, face in enumerate(faces):
+            if j not in used_faces:
+                track = Track(self.next_id, face.box, face.landmarks5.copy(), face.landmarks5.copy(),
+                              np.zeros((5, 2)), t)
+                self.next_id += 1
+                kept.append(track)
+                out.append(TrackedFace(track.track_id, track.smoothed.copy(), track.raw.copy(), face.box, True))
+        self.tracks = sorted(kept, key=lambda tr: tr.track_id)
+        return sorted(out, key=lambda f: f.track_id)
+
+    def _advance(self, track: Track, face: Face, t: float) -> TrackedFace:
+        """Update a matched track with its detection (filtered when smoothing is on)."""
+        raw = np.asarray(face.landmarks5, np.float64)
+        dt = t - track.t
+        if dt <= 0:
+            raise ValueError(f"frame times must increase: got {t} after {track.t}")
+        if self.params.smooth:
+            smoothed, velocity = one_euro_step(raw, track.smoothed, track.velocity, dt, landmark_scale(raw),
+                                               self.params.one_euro)
+        else:
+            smoothed, velocity = raw.copy(), (raw - track.raw) / dt
+        track.box, track.raw, track.smoothed, track.velocity = face.box, raw, smoothed, velocity
+        track.t, track.missed = t, 0
+        return TrackedFace(track.track_id, smoothed.copy(), raw.copy(), face.box, True)
+
+    def _fill(self, track: Track, t: float) -> TrackedFace:
+        """Hold an undetected track on its landmarks moved at its last velocity."""
+        dt = t - track.t
+        shift = track.velocity * dt  # (5, 2) px
+        track.box = track.predicted_box(t)
+        track.raw, track.smoothed = track.raw + shift, track.smoothed + shift
+        track.t, track.missed = t, track.missed + 1
+        return TrackedFace(track.track_id, track.smoothed.copy(), track.raw.copy(), track.box, False)
+
+    def state_dict(self) -> dict:
+        """The whole state as JSON-ready plain data."""
+        return {"next_id": self.next_id, "tracks": [tr.to_state() for tr in self.tracks]}
+
+    @classmethod
+    def from_state(cls, state: dict, params: TrackerParams | None = None) -> Tracker:
+        """A tracker continuing from `state_dict()` output."""
+        tracker = cls(params)
+        tracker.next_id = int(state["next_id"])
+        tracker.tracks = [Track.from_state(s) for s in state["tracks"]]
+        return tracker

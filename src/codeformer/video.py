@@ -1,0 +1,335 @@
+"""Streaming video restoration: decode → detect → track → restore (batched) → paste → encode, in one pass.
+
+`restore_video(restorer, source, target)` never holds more than a fixed number of frames: a decode thread runs a
+few frames ahead, the main thread restores a window of `window` frames at a time (all faces of the window go to
+the model together, `RestoreOptions.batch_size` at most per call), and an encode thread writes them. Faces are
+tracked across frames (`face.tracking`), their landmarks smoothed with a One-Euro filter, and each face is
+aligned and pasted back with the affine of its smoothed landmarks, so the crop and the paste mask stay steady.
+
+Resumable: frames are encoded in segments of `segment_frames` into a work folder beside the target
+(`.NAME.work/`). After each segment its MP4 and a JSON state (tracker, totals) are written; `resume=True`
+continues after the last complete segment and gives the same output as an uninterrupted run: windows and flicker
+pairs never straddle a segment start, and the tracker continues from its saved state. At the end the segments
+and the input's audio are muxed into a temp file beside the target, which is then renamed over it, so the
+target is either absent/old or complete. A report (`NAME.json` beside the target) holds the summary and the
+flicker of every track (`video_stats`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from codeformer.face.align import estimate_affine, invert_affine, warp_face
+from codeformer.face.paste import paste_back
+from codeformer.face.pipeline import RestoreOptions, Restorer, to_uint8
+from codeformer.face.tracking import TrackedFace, Tracker, TrackerParams
+from codeformer.video_io import (
+    DecodedFrame,
+    EncodeSettings,
+    SegmentWriter,
+    VideoError,
+    VideoInfo,
+    decode_frames,
+    mux_output,
+    output_format,
+    probe,
+)
+from codeformer.video_stats import FlickerMeter, FrameCounter, Worker, background
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+
+
+@dataclass(frozen=True)
+class VideoOptions:
+    """encode: codec, crf, pixel format. window: frames restored together. segment_frames: frames per resumable
+    segment (a multiple of nothing in particular; windows are cut at segment starts). tracking: association,
+    gap filling, smoothing. resume: continue from the work folder. progress: tqdm bar. queue: frames the decode
+    and encode threads may hold each."""
+
+    encode: EncodeSettings = field(default_factory=EncodeSettings)
+    window: int = 8
+    segment_frames: int = 240
+    tracking: TrackerParams = field(default_factory=TrackerParams)
+    resume: bool = False
+    progress: bool = True
+    queue: int = 4
+
+    def __post_init__(self) -> None:
+        if self.window < 1 or self.segment_frames < 1 or self.queue < 1:
+            raise ValueError(f"window, segment_frames and queue must be >= 1: {self}")
+
+
+@dataclass
+class VideoReport:
+    """What a run did. frames: frames written; failures: one line per frame that could not be decoded;
+    faces: face instances restored (detected + filled); tracks: per track id its frames, detected count and
+    flicker; flicker: all tracks together; peak_frames: most frames held at once; reused_segments: segments
+    taken from a previous run by resume; seconds: wall time."""
+
+    source: str
+    target: str
+    frames: int = 0
+    failures: list[str] = field(default_factory=list)
+    faces: int = 0
+    tracks: dict[int, dict] = field(default_factory=dict)
+    flicker: float | None = None
+    smooth: bool = True
+    peak_frames: int = 0
+    reused_segments: int = 0
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        """A few lines for the terminal."""
+        fps = self.frames / self.seconds if self.seconds > 0 else 0.0
+        flicker = f"{self.flicker:.3f}" if self.flicker is not None else "n/a"
+        lines = [f"{self.target}: {self.frames} frames in {self.seconds:.1f} s ({fps:.2f} frames/s), "
+                 f"{self.faces} faces in {len(self.tracks)} tracks, {len(self.failures)} failed frames, "
+                 f"flicker {flicker} ({'smoothed' if self.smooth else 'not smoothed'})"]
+        lines += [f"  failed: {line}" for line in self.failures]
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        """JSON-ready form (track ids as strings)."""
+        data = dataclasses.asdict(self)
+        data["tracks"] = {str(k): v for k, v in self.tracks.items()}
+        return data
+
+
+def work_dir(target: Path) -> Path:
+    """The resumable work folder for `target`."""
+    return target.parent / f".{target.name}.work"
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def _fingerprint(source: Path, restorer: Restorer, opts: RestoreOptions, video: VideoOptions) -> dict:
+    """What must match for a resume: the input file and every option that changes the output."""
+    st = source.stat()
+    settings = dataclasses.asdict(dataclasses.replace(video, resume=False, progress=False))
+    return {"source": str(source.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+            "model": type(restorer.model).__name__, "restore": dataclasses.asdict(opts), "video": settings}
+
+
+def _prepare_work(work: Path, fingerprint: dict, resume: bool) -> tuple[int, dict | None]:
+    """Create or reuse the work folder; returns (complete segments, state after the last of them)."""
+    manifest = work / MANIFEST
+    if resume and manifest.is_file():
+        if json.loads(manifest.read_text()) != json.loads(json.dumps(fingerprint)):
+            raise VideoError(f"{work}: left by a run with another input or options; remove it or drop --resume")
+        done, state = 0, None
+        while (work / f"seg_{done:05d}.mp4").is_file() and (work / f"seg_{done:05d}.json").is_file():
+            state = json.loads((work / f"seg_{done:05d}.json").read_text())
+            done += 1
+        return done, state
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    _write_json(manifest, fingerprint)
+    return 0, None
+
+
+def _frame_faces(restorer: Restorer, opts: RestoreOptions, tracker: Tracker, frame: DecodedFrame,
+                 info: VideoInfo) -> list[TrackedFace]:
+    """Detect the faces of one frame and advance the tracks."""
+    faces = restorer.detect(frame.rgb.astype(np.float32) / 255.0, opts)
+    return tracker.update(faces, float(frame.pts * info.time_base))
+
+
+def restore_window(restorer: Restorer, opts: RestoreOptions, tracker: Tracker, frames: list[DecodedFrame],
+                   info: VideoInfo) -> list[tuple[np.ndarray, list[TrackedFace]]]:
+    """Restore a window of frames: detect and track frame by frame, then every face of the window through the
+    model together, then paste each back with the affine of its (smoothed) landmarks.
+    Returns per frame (output H'×W'×3 uint8, its tracked faces)."""
+    tracked = [_frame_faces(restorer, opts, tracker, f, info) for f in frames]
+    affines = [[estimate_affine(face.landmarks5) for face in faces] for faces in tracked]
+    crops = [warp_face(f.rgb, m).astype(np.float32) / 255.0 for f, ms in zip(frames, affines, strict=True)
+             for m in ms]  # each 512×512×3 float32 in [0, 1]
+    restored = restorer.restore_crops(np.stack(crops), opts) if crops else []
+    out, k = [], 0
+    for frame, ms, faces in zip(frames, affines, tracked, strict=True):
+        mine = list(restored[k:k + len(ms)])
+        k += len(ms)
+        rgb = frame.rgb.astype(np.float32) / 255.0
+        pasted = paste_back(rgb, mine, [invert_affine(m) for m in ms], opts.upscale) if ms else None
+        if pasted is None:
+            pasted_u8 = frame.rgb if opts.upscale == 1 else to_uint8(paste_back(rgb, [], [], opts.upscale))
+        else:
+            pasted_u8 = to_uint8(pasted)
+        out.append((pasted_u8, faces))
+    return out
+
+
+@dataclass
+class _Run:
+    """The mutable state of one run (owned by `restore_video`)."""
+
+    info: VideoInfo
+    work: Path
+    tracker: Tracker
+    meter: FlickerMeter
+    counter: FrameCounter
+    faces: int = 0
+    frames: int = 0
+    segment: int = 0
+    writer: SegmentWriter | None = None
+
+
+def _counted(frames: Iterator[DecodedFrame], counter: FrameCounter) -> Iterator[DecodedFrame]:
+    for frame in frames:
+        counter.add()
+        yield frame
+
+
+def _write_window(run: _Run, worker: Worker, frames: list[DecodedFrame],
+                  results: list[tuple[np.ndarray, list[TrackedFace]]], size: tuple[int, int],
+                  encode: EncodeSettings) -> None:
+    """Measure flicker and queue the window's frames for encoding (opening the segment's writer if needed)."""
+    if run.writer is None:
+        run.writer = SegmentWriter(run.work / f"seg_{run.segment:05d}.mp4", run.info, size, encode)
+        run.meter.break_sequence()
+    writer = run.writer
+    for frame, (rgb, faces) in zip(frames, results, strict=True):
+        run.meter.update(frame.rgb, rgb, faces)
+        run.faces += len(faces)
+        run.frames += 1
+
+        def job(rgb: np.ndarray = rgb, pts: int = frame.pts) -> None:
+            writer.write(rgb, pts)
+            run.counter.remove()
+
+        worker.submit(job)
+
+
+def _end_segment(run: _Run, worker: Worker, next_index: int) -> None:
+    """Queue closing the segment and saving the state that a resume starts from."""
+    if run.writer is None:
+        return
+    writer, name = run.writer, run.work / f"seg_{run.segment:05d}.json"
+    state = {"next_index": next_index, "frames": run.frames, "faces": run.faces,
+             "tracker": run.tracker.state_dict(), "flicker": run.meter.state_dict()}
+    state = json.loads(json.dumps(state))  # a snapshot: the main thread goes on changing the live objects
+
+    def job() -> None:
+        writer.close()
+        _write_json(name, state)
+
+    worker.submit(job)
+    run.writer, run.segment = None, run.segment + 1
+
+
+def _process(run: _Run, restorer: Restorer, opts: RestoreOptions, video: VideoOptions, start_index: int,
+             failures: list[str]) -> None:
+    """Decode (thread) → restore windows (here) → encode segments (thread) from frame `start_index` on."""
+    info = run.info
+    size = (info.width * opts.upscale, info.height * opts.upscale)
+    stop = threading.Event()
+    frames = background(_counted(decode_frames(info, failures), run.counter), video.queue, stop)
+    worker = Worker(video.queue)
+    bar = tqdm(total=info.frames or None, initial=start_index, unit="frame", desc=info.path.name,
+               disable=not video.progress)
+    window: list[DecodedFrame] = []
+
+    def flush() -> None:
+        _write_window(run, worker, window, restore_window(restorer, opts, run.tracker, window, info), size,
+                      video.encode)
+        bar.update(len(window))
+        bar.set_postfix(faces=run.faces, tracks=run.tracker.next_id)
+        window.clear()
+
+    try:
+        next_index = start_index
+        for frame in frames:
+            if frame.index < start_index:  # already in a finished segment
+                run.counter.remove()
+                continue
+            window.append(frame)
+            next_index = frame.index + 1
+            segment_end = next_index % video.segment_frames == 0
+            if len(window) == video.window or segment_end:
+                flush()
+            if segment_end:
+                _end_segment(run, worker, next_index)
+        if window:
+            flush()
+        _end_segment(run, worker, next_index)
+        worker.finish()
+    except BaseException:
+        worker.cancel()
+        if run.writer is not None:
+            run.writer.abort()
+        raise
+    finally:
+        stop.set()
+        frames.close()
+        bar.close()
+
+
+def _make_report(run: _Run, source: Path, target: Path, video: VideoOptions, failures: list[str],
+                 reused: int, seconds: float) -> VideoReport:
+    tracks = {k: {"frames": s.frames, "detected": s.detected, "filled": s.frames - s.detected,
+                  "flicker": s.flicker} for k, s in sorted(run.meter.tracks.items())}
+    return VideoReport(str(source), str(target), run.frames, failures, run.faces, tracks, run.meter.overall(),
+                       video.tracking.smooth, run.counter.peak, reused, seconds)
+
+
+def report_path(target: Path) -> Path:
+    """Where the JSON report of `target` goes: beside it, NAME.json (e.g. out.mp4 → out.mp4.json)."""
+    return target.with_name(target.name + ".json")
+
+
+def restore_video(restorer: Restorer, source: str | os.PathLike[str], target: str | os.PathLike[str],
+                  opts: RestoreOptions | None = None, video: VideoOptions | None = None) -> VideoReport:
+    """Restore every face of the video `source` into `target` (format by extension), keeping its audio (copied),
+    timestamps, rotation and duration. opts: per-face options (w, upscale, faces, min_face, batch_size);
+    video: encoding, window, segments, tracking, resume. Writes the report JSON beside `target`.
+    Raises `VideoError` (one line naming the file) when the input cannot be used or the output not written."""
+    started = time.perf_counter()
+    opts = opts or restorer.options
+    video = video or VideoOptions()
+    source, target = Path(source), Path(target)
+    if opts.aligned:
+        raise VideoError(f"{source}: aligned-crop mode is for photos, not videos")
+    output_format(target)
+    info = probe(source)
+    if target.exists() and target.resolve() == source.resolve():
+        raise VideoError(f"{target}: the output would overwrite the input")
+    work = work_dir(target)
+    done, state = _prepare_work(work, _fingerprint(source, restorer, opts, video), video.resume)
+    tracker = Tracker.from_state(state["tracker"], video.tracking) if state else Tracker(video.tracking)
+    meter = FlickerMeter(opts.upscale)
+    run = _Run(info, work, tracker, meter, FrameCounter(), segment=done)
+    if state:
+        meter.load_state(state["flicker"])
+        run.faces, run.frames = state["faces"], state["frames"]
+        log.info("%s: resuming after %d segment(s), at frame %d", source, done, state["next_index"])
+    failures: list[str] = []
+    _process(run, restorer, opts, video, state["next_index"] if state else 0, failures)
+    segments = [work / f"seg_{k:05d}.mp4" for k in range(run.segment)]
+    tmp = target.with_name(f".{target.stem}.partial{target.suffix}")
+    try:
+        mux_output(segments, info, tmp)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    report = _make_report(run, source, target, video, failures, done, time.perf_counter() - started)
+    _write_json(report_path(target), report.to_dict())
+    shutil.rmtree(work)
+    return report

@@ -1,0 +1,124 @@
+"""Synthetic clips for the video tests: a face panning over a textured background, a sine tone on AAC audio."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import torch
+
+from codeformer.data.images import read_image
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+ASTRONAUT = DATA / "astronaut.png"
+SAMPLE_RATE = 44100
+
+
+def background(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """A smooth random texture, H×W×3 uint8 (the same for a given seed)."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(40, 200, size=(max(h // 16, 2), max(w // 16, 2), 3)).astype(np.uint8)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
+
+
+def face_patch(side: int) -> np.ndarray:
+    """The astronaut's head and shoulders, side×side×3 uint8."""
+    rgb = read_image(ASTRONAUT).pixels[:, :, :3]
+    return cv2.resize(np.ascontiguousarray(rgb[0:300, 100:400]), (side, side), interpolation=cv2.INTER_AREA)
+
+
+def pan_frames(n: int, h: int = 256, w: int = 320, side: int = 180, faces: int = 1) -> list[np.ndarray]:
+    """n frames of `faces` copies of the face patch moving right over the texture (about 2 px a frame)."""
+    bg, patch = background(h, w), face_patch(side)
+    out = []
+    for i in range(n):
+        frame = bg.copy()
+        for k in range(faces):
+            x = int(round(4 + 2 * i)) % max(w - side, 1) + k * (side + 8)
+            y = (h - side) // 2
+            if x + side <= w:
+                frame[y:y + side, x:x + side] = patch
+        out.append(frame)
+    return out
+
+
+def tone(seconds: float, freq: float = 440.0) -> np.ndarray:
+    """A mono sine, (1, N) float32."""
+    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+    return (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32)[None]
+
+
+def write_clip(path: Path, frames: list[np.ndarray], fps: int = 25, audio: bool = True, codec: str = "libx264",
+               rotation: int = 0, corrupt: tuple[int, ...] = ()) -> None:
+    """Encode `frames` (H×W×3 uint8) at `fps`, with a 440 Hz AAC tone of the same length when `audio`.
+    Packets of the frames in `corrupt` are replaced by garbage (use codec mjpeg: every frame is a keyframe)."""
+    h, w = frames[0].shape[:2]
+    with av.open(str(path), "w") as out:
+        v = out.add_stream(codec, rate=fps)
+        v.width, v.height = w, h
+        v.pix_fmt = "yuvj420p" if codec == "mjpeg" else "yuv420p"
+        if rotation:
+            v.set_display_rotation(rotation)
+        a = out.add_stream("aac", rate=SAMPLE_RATE, layout="mono") if audio else None
+        for i, rgb in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            frame.pts = i
+            for packet in v.encode(frame):
+                if packet.pts is not None and packet.pts in corrupt:
+                    packet = _garbage(packet, v)
+                out.mux(packet)
+        out.mux(v.encode(None))
+        if a is not None:
+            samples = tone(len(frames) / fps)
+            for s in range(0, samples.shape[1], 1024):
+                af = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples[:, s:s + 1024]), format="fltp",
+                                                layout="mono")
+                af.sample_rate, af.pts, af.time_base = SAMPLE_RATE, s, Fraction(1, SAMPLE_RATE)
+                out.mux(a.encode(af))
+            out.mux(a.encode(None))
+
+
+def _garbage(packet: av.Packet, stream: av.stream.Stream) -> av.Packet:
+    bad = av.Packet(b"\xff\xd8corrupt" * 40)
+    bad.pts, bad.dts, bad.time_base, bad.stream = packet.pts, packet.dts, packet.time_base, stream
+    return bad
+
+
+def decoded(path: Path) -> list[np.ndarray]:
+    """Every frame of `path` as H×W×3 uint8 (coded orientation)."""
+    with av.open(str(path)) as c:
+        return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+
+
+def audio_packets(path: Path) -> list[bytes]:
+    """The bytes of every audio packet of `path`."""
+    with av.open(str(path)) as c:
+        return [bytes(p) for p in c.demux(audio=0) if p.size]
+
+
+class IdentityRestorer:
+    """Returns its input, counting model calls and batch sizes."""
+
+    def __init__(self) -> None:
+        self.batch_sizes: list[int] = []
+
+    def restore(self, x: torch.Tensor, w: float) -> torch.Tensor:
+        self.batch_sizes.append(x.shape[0])
+        return x.clone()
+
+
+class PatternRestorer:
+    """Blends a fixed texture drawn in crop coordinates into each crop, as a real model's output is anchored
+    to the alignment: when the landmarks jitter, this texture jitters in the frame. Deterministic."""
+
+    def __init__(self, seed: int = 0, strength: float = 0.5) -> None:
+        g = torch.Generator().manual_seed(seed)
+        small = torch.rand(1, 3, 32, 32, generator=g) * 2 - 1
+        self.pattern = torch.nn.functional.interpolate(small, size=(512, 512), mode="bilinear", align_corners=False)
+        self.strength = strength
+
+    def restore(self, x: torch.Tensor, w: float) -> torch.Tensor:
+        return (1 - self.strength) * x + self.strength * self.pattern
