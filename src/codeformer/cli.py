@@ -1,4 +1,4 @@
-"""Command line: `codeformer restore | convert | download | train | codes | prepare-faces`.
+"""Command line: `codeformer restore | evaluate | convert | download | train | codes | prepare-faces`.
 
 This module only parses arguments and calls the library. Each subcommand has an `_add_<name>` function that
 declares its arguments and a `_run_<name>` function that calls the library and returns an exit code.
@@ -149,6 +149,51 @@ def _run_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="metrics of restored images (PSNR, SSIM, LPIPS, identity, FID, ...)")
+    p.add_argument("--restored", required=True, metavar="DIR", help="restored images")
+    p.add_argument("--reference", metavar="DIR", help="ground-truth images, paired by file stem")
+    p.add_argument("--lq", metavar="DIR", help="low-quality inputs, paired by file stem (identity kept)")
+    p.add_argument("-o", "--output", metavar="OUTDIR", help="where metrics.json and metrics.md go (default: "
+                   "the --restored folder)")
+    p.add_argument("--crop-border", type=int, default=0, metavar="PX", help="pixels cut from each side before "
+                   "PSNR/SSIM (default 0)")
+    p.add_argument("--no-lpips", action="store_true", help="skip LPIPS")
+    p.add_argument("--no-identity", action="store_true", help="skip identity and landmark metrics")
+    p.add_argument("--no-fid", action="store_true", help="skip FID")
+    p.add_argument("--vgg-weights", metavar="PATH", help="vgg16-397923af.pth for LPIPS (default: the cache)")
+    p.add_argument("--lpips-weights", metavar="PATH", help="LPIPS v0.1 vgg.pth heads (default: the cache)")
+    p.add_argument("--fid-weights", metavar="PATH", help="pt_inception-2015-12-05-6726825d.pth (default: the cache)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_evaluate)
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from codeformer.metrics.runner import build_metrics, run_evaluation, summary_line
+
+    metrics, used = build_metrics(lpips=not args.no_lpips, identity=not args.no_identity, fid=not args.no_fid,
+                                  vgg_path=args.vgg_weights, lpips_path=args.lpips_weights,
+                                  fid_path=args.fid_weights, progress=not args.no_progress)
+    for name, why in metrics.skipped.items():
+        print(f"{name} skipped: {why}", file=sys.stderr)
+    reference = Path(args.reference) if args.reference else None
+    lq = Path(args.lq) if args.lq else None
+    try:
+        evaluation, json_path, md_path = run_evaluation(
+            Path(args.restored), reference, lq, Path(args.output or args.restored), args.crop_border, metrics,
+            used, progress=not args.no_progress)
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for item in evaluation.missing + evaluation.errors:
+        print(f"  {item}", file=sys.stderr)
+    print(summary_line(evaluation), file=sys.stderr)
+    print(f"{json_path}\n{md_path}")
+    return 1 if evaluation.errors or not evaluation.images else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="codeformer", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -156,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_download(sub)
     _add_convert(sub)
     _add_restore(sub)
+    _add_evaluate(sub)
     return parser
 
 

@@ -1,0 +1,113 @@
+"""`codeformer evaluate` as a library call: build the metric models (resolve weight files, record their hashes,
+skip what is unavailable with the reason instead of failing), evaluate, write the outputs."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from codeformer import weights
+from codeformer.face.detection import DlibDetector
+from codeformer.metrics.evaluate import Evaluation, Metrics, evaluate_folders
+from codeformer.metrics.fid import FIDInceptionV3
+from codeformer.metrics.fidelity import LPIPSMetric
+from codeformer.metrics.identity import IdentityEmbedder
+from codeformer.metrics.protocol import build_protocol, write_outputs
+
+__all__ = ["DlibLandmarks", "build_metrics", "run_evaluation", "summary_line"]
+
+FID_WEIGHTS = "pt_inception-2015-12-05-6726825d.pth"
+VGG_WEIGHTS = "vgg16-397923af.pth"
+LPIPS_WEIGHTS = "lpips_vgg_v0.1.pth"
+
+
+class DlibLandmarks:
+    """Landmark finder for the landmark distance: H×W×3 uint8 RGB → ((5, 2) FFHQ points, face box side px) of the
+    best-scoring dlib face, or None."""
+
+    def __init__(self, detector: DlibDetector) -> None:
+        self.detector = detector
+
+    def __call__(self, rgb: np.ndarray) -> tuple[np.ndarray, float] | None:
+        faces = self.detector.detect(rgb)
+        if not faces:
+            return None
+        return faces[0].landmarks5, faces[0].size
+
+
+def _record(used: dict[str, dict[str, str]], name: str, path: Path) -> None:
+    used[name] = {"path": str(path), "sha256": weights.file_sha256(path)}
+
+
+def build_metrics(lpips: bool = True, identity: bool = True, fid: bool = True, vgg_path: str | None = None,
+                  lpips_path: str | None = None, fid_path: str | None = None, progress: bool = True
+                  ) -> tuple[Metrics, dict[str, dict[str, str]]]:
+    """Metrics with the requested models loaded, and {file name: {path, sha256}} of every weight file used.
+    A weight file that cannot be resolved (offline, missing) skips its metric; `Metrics.skipped` says why."""
+    metrics = Metrics()
+    used: dict[str, dict[str, str]] = {}
+    if lpips:
+        try:
+            vgg = weights.resolve(VGG_WEIGHTS, path=vgg_path, progress=progress)
+            lin = weights.resolve(LPIPS_WEIGHTS, path=lpips_path, progress=progress)
+            metrics.lpips = LPIPSMetric.from_files(vgg, lin)
+            _record(used, VGG_WEIGHTS, vgg)
+            _record(used, LPIPS_WEIGHTS, lin)
+        except (weights.WeightsError, OSError, RuntimeError, KeyError) as exc:
+            metrics.skipped["lpips"] = " ".join(str(exc).split()) + " (evaluate: --vgg-weights, --lpips-weights)"
+    else:
+        metrics.skipped["lpips"] = "not requested (--no-lpips)"
+    if identity:
+        try:
+            metrics.identity = IdentityEmbedder.load()
+            for name, path in IdentityEmbedder.model_files().items():
+                _record(used, name, Path(path))
+            metrics.landmarks = DlibLandmarks(DlibDetector())
+        except (FileNotFoundError, ImportError, RuntimeError) as exc:
+            metrics.skipped["identity"] = " ".join(str(exc).split())
+    else:
+        metrics.skipped["identity"] = "not requested (--no-identity)"
+    if fid:
+        try:
+            path = weights.resolve(FID_WEIGHTS, path=fid_path, progress=progress)
+            metrics.fid = FIDInceptionV3.from_file(path)
+            _record(used, FID_WEIGHTS, path)
+        except (weights.WeightsError, OSError, RuntimeError, KeyError) as exc:
+            metrics.skipped["fid"] = " ".join(str(exc).split()) + " (evaluate: --fid-weights)"
+    else:
+        metrics.skipped["fid"] = "not requested (--no-fid)"
+    return metrics, used
+
+
+def run_evaluation(restored: Path, reference: Path | None, lq: Path | None, outdir: Path, crop_border: int = 0,
+                   metrics: Metrics | None = None, used_weights: dict[str, dict[str, str]] | None = None,
+                   progress: bool = True) -> tuple[Evaluation, Path, Path]:
+    """Evaluate the folders with `metrics` (default: `build_metrics()`), write `metrics.json` and `metrics.md`
+    into `outdir`; returns the evaluation and both paths. A tqdm bar on stderr when `progress`."""
+    for label, folder in (("restored", restored), ("reference", reference), ("lq", lq)):
+        if folder is not None and not folder.is_dir():
+            raise NotADirectoryError(f"--{label} {folder}: not a folder")
+    if metrics is None:
+        metrics, used_weights = build_metrics(progress=progress)
+    bar = (lambda items: tqdm(items, unit="img", file=sys.stderr, desc="evaluate")) if progress else None
+    evaluation = evaluate_folders(restored, reference, lq, metrics, crop_border=crop_border, progress=bar)
+    protocol = build_protocol(restored, reference, lq, crop_border, evaluation, used_weights or {},
+                              dict(metrics.skipped))
+    json_path, md_path = write_outputs(outdir, protocol, evaluation)
+    return evaluation, json_path, md_path
+
+
+def summary_line(evaluation: Evaluation) -> str:
+    """One line for the end of a run: images evaluated, missing pairs, errors, and the main means."""
+    means = evaluation.means()
+    parts = [f"{len(evaluation.images)} image(s) evaluated, {len(evaluation.missing)} missing pair(s), "
+             f"{len(evaluation.errors)} error(s)"]
+    for key in ("psnr_y", "ssim_y", "lpips", "identity_l2", "identity_lq_l2"):
+        if key in means:
+            parts.append(f"{key} {means[key]['mean']:.4f}")
+    if "fid" in evaluation.dataset:
+        parts.append(f"fid {evaluation.dataset['fid']:.2f}")
+    return "; ".join(parts)
