@@ -18,7 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from PIL import Image, ImageCms, ImageOps
+from PIL import ExifTags, Image, ImageCms, ImageOps
 
 from codeformer.data import images
 from codeformer.data.images import (
@@ -215,6 +215,39 @@ def test_big_endian_and_32bit_integer_grey(tmp_path: Path) -> None:
     Image.fromarray(np.full((4, 4), 70000, np.int32)).save(tmp_path / "i32big.tif")
     with pytest.raises(ImageReadError, match="outside 0-65535"):
         read_image(tmp_path / "i32big.tif")
+
+
+def exif_with_thumbnail(endian: str) -> bytes:
+    """EXIF with Make, orientation 6, PixelX/YDimension 640×480 (SHORTs) and an IFD1 (thumbnail) directory."""
+    exif = Image.Exif()
+    exif.endian = endian
+    exif[0x0112], exif[0x010F] = 6, "TestCam"
+    exif.get_ifd(0x8769).update({0xA002: 640, 0xA003: 480})
+    data = bytearray(exif.tobytes())
+    e = "<" if data[6:8] == b"II" else ">"
+    ifd0 = 6 + struct.unpack_from(e + "I", data, 10)[0]
+    next_ifd = ifd0 + 2 + 12 * struct.unpack_from(e + "H", data, ifd0)[0]
+    struct.pack_into(e + "I", data, next_ifd, len(data) - 6)
+    data += struct.pack(e + "HHHIH", 1, 0x0103, 3, 1, 6) + bytes(2) + struct.pack(e + "I", 0)
+    return bytes(data)
+
+
+@pytest.mark.parametrize("endian", ["<", ">"])
+def test_exif_patched_in_place(endian: str) -> None:
+    source = exif_with_thumbnail(endian)
+    exif = Image.Exif()
+    exif.load(source)
+    assert exif.get_ifd(ExifTags.IFD.IFD1) == {0x0103: 6}
+    buf = io.BytesIO()
+    Image.fromarray(gradient(8, 12)).save(buf, "JPEG", exif=source)
+    pic = read_image(buf.getvalue())
+    assert pic.pixels.shape == (12, 8, 3) and len(pic.exif) == len(source)
+    exif.load(pic.exif)
+    assert exif[0x0112] == 1 and exif[0x010F] == "TestCam" and exif.get_ifd(ExifTags.IFD.IFD1) == {0x0103: 6}
+    out = from_rgb_float(pic, np.zeros((70000, 2, 3), np.float32))  # taller than a SHORT can say
+    exif.load(out.exif)
+    assert exif.get_ifd(0x8769) == {0xA002: 2, 0xA003: 70000} and exif.get_ifd(ExifTags.IFD.IFD1) == {}
+    assert exif[0x0112] == 1 and exif[0x010F] == "TestCam"
 
 
 def test_exif_rotated_jpeg(tmp_path: Path) -> None:

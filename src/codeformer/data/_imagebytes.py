@@ -27,23 +27,60 @@ def orient(pixels: np.ndarray, orientation: int) -> np.ndarray:
     return {3: pixels[::-1, ::-1], 4: pixels[::-1]}.get(orientation, pixels)
 
 
+def _ifd(exif: bytes, endian: str, at: int) -> tuple[list[tuple[int, int, int, int]], int]:
+    """Entries (tag, type, count, position of the value field) of the IFD at ``at``, and the position
+    of its next-IFD pointer. Positions count from the start of ``exif`` (which has the Exif header)."""
+    if at < len(EXIF_HEAD):
+        raise struct.error("IFD outside the EXIF data")
+    count = struct.unpack_from(endian + "H", exif, at)[0]
+    struct.unpack_from(endian + "I", exif, at + 2 + 12 * count)  # the whole IFD must be there
+    entries = [(*struct.unpack_from(endian + "HHI", exif, at + 2 + 12 * i), at + 2 + 12 * i + 8)
+               for i in range(count)]
+    return entries, at + 2 + 12 * count
+
+
+def _set(out: bytearray, endian: str, entries: list[tuple[int, int, int, int]], values: dict[int, int]) -> None:
+    for tag, kind, count, pos in entries:  # single SHORT/LONG values only, left-justified in the field
+        if tag in values and count == 1 and kind in (3, 4):
+            if kind == 3 and values[tag] > 0xFFFF:  # too big for a SHORT: the entry becomes a LONG
+                kind = 4
+                struct.pack_into(endian + "H", out, pos - 6, kind)
+            struct.pack_into(endian + ("H" if kind == 3 else "I"), out, pos, values[tag])
+
+
+def _patch(exif: bytes, ifd0: dict[int, int], exif_ifd: dict[int, int], drop_ifd1: bool) -> bytes:
+    """Overwrite values in IFD0 and the Exif sub-IFD in place, keeping all other bytes; ``drop_ifd1``
+    unlinks the thumbnail directory. Raises KeyError/struct.error on a layout it cannot read."""
+    base = len(EXIF_HEAD)
+    endian = {b"II": "<", b"MM": ">"}[exif[base:base + 2]]
+    out = bytearray(exif)
+    entries, next_at = _ifd(exif, endian, base + struct.unpack_from(endian + "I", exif, base + 4)[0])
+    if drop_ifd1:
+        struct.pack_into(endian + "I", out, next_at, 0)
+    _set(out, endian, entries, ifd0)
+    pointer = [pos for tag, kind, count, pos in entries if tag == 0x8769 and kind in (4, 13) and count == 1]
+    if exif_ifd and pointer:
+        sub = base + struct.unpack_from(endian + "I", exif, pointer[0])[0]
+        _set(out, endian, _ifd(exif, endian, sub)[0], exif_ifd)
+    return bytes(out)
+
+
 def reset_orientation(exif: bytes) -> bytes:
     """Set the IFD0 orientation tag to 1 in place, keeping every other EXIF byte as it was."""
     with contextlib.suppress(KeyError, struct.error):
-        base = len(EXIF_HEAD)
-        endian = {b"II": "<", b"MM": ">"}[exif[base:base + 2]]
-        ifd = base + struct.unpack_from(endian + "I", exif, base + 4)[0]
-        for i in range(struct.unpack_from(endian + "H", exif, ifd)[0]):
-            entry = ifd + 2 + 12 * i
-            tag, kind, count = struct.unpack_from(endian + "HHI", exif, entry)
-            if tag == ORIENTATION and kind == 3 and count == 1:
-                out = bytearray(exif)
-                struct.pack_into(endian + "H", out, entry + 8, 1)
-                return bytes(out)
+        return _patch(exif, {ORIENTATION: 1}, {}, drop_ifd1=False)
     parsed = Image.Exif()  # unusual layout: re-serialise with Pillow instead
     parsed.load(exif)
     parsed[ORIENTATION] = 1
     return parsed.tobytes()
+
+
+def exif_for_new_pixels(exif: bytes, width: int, height: int) -> bytes:
+    """EXIF for restored pixels: PixelX/YDimension set to ``width``/``height`` and the embedded
+    thumbnail (a preview of the unrestored input) unlinked. Unreadable layouts are returned as is."""
+    with contextlib.suppress(KeyError, struct.error):
+        return _patch(exif, {}, {0xA002: width, 0xA003: height}, drop_ifd1=True)
+    return exif
 
 
 def png16(px: np.ndarray, meta: dict[str, bytes]) -> bytes:

@@ -24,7 +24,15 @@ import cv2
 import numpy as np
 from PIL import Image, ImageCms
 
-from codeformer.data._imagebytes import EXIF_HEAD, ORIENTATION, orient, png16, reset_orientation, tiff16
+from codeformer.data._imagebytes import (
+    EXIF_HEAD,
+    ORIENTATION,
+    exif_for_new_pixels,
+    orient,
+    png16,
+    reset_orientation,
+    tiff16,
+)
 
 DEFAULT_MAX_PIXELS = 178_956_970  # the same as Pillow's default MAX_IMAGE_PIXELS
 _EXT_FORMAT = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".jpe": "JPEG", ".jfif": "JPEG",
@@ -129,7 +137,8 @@ def from_rgb_float(pic: Picture, rgb: np.ndarray) -> Picture:
     The result has ``pic``'s layout and depth: one channel (Rec. 601 luma) if ``pic`` had one, its
     alpha resized to H'×W' if it had alpha, uint16 if it was 16-bit. NaN becomes 0 and values are
     clipped to [0, 1] before scaling, so nothing can wrap around (issue #222: black output).
-    Metadata (format, ICC, EXIF, is_grey) is carried over; note is None.
+    Metadata (format, ICC, EXIF, is_grey) is carried over; note is None. In the EXIF, the pixel
+    dimensions are updated and the thumbnail (a preview of the unrestored input) is removed.
     """
     rgb = np.asarray(rgb, dtype=np.float32)
     if rgb.ndim != 3 or rgb.shape[2] != 3:
@@ -144,7 +153,8 @@ def from_rgb_float(pic: Picture, rgb: np.ndarray) -> Picture:
             shrink = h * w < alpha.size
             alpha = cv2.resize(alpha, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
         out = np.concatenate([out, alpha[..., None]], axis=2)
-    return Picture(np.ascontiguousarray(out), pic.format, pic.icc_profile, pic.exif, pic.is_grey, None)
+    exif = exif_for_new_pixels(pic.exif, out.shape[1], out.shape[0]) if pic.exif else None
+    return Picture(np.ascontiguousarray(out), pic.format, pic.icc_profile, exif, pic.is_grey, None)
 
 
 # ---------------------------------------------------------------------------------------------- reading
@@ -156,8 +166,8 @@ def read_image(source: str | os.PathLike[str] | bytes, name: str | None = None,
     become RGB/RGBA, grey+alpha becomes RGBA, CMYK becomes RGB (through its ICC profile when it has
     one), 16-bit grey/colour PNG and TIFF stay uint16, animations give their first frame (with a
     note); 32-bit float images are refused. Width×height from the header is checked against
-    ``max_pixels`` (None: no limit) before anything is decoded. Raises ImageReadError (one line, starting with
-    ``name``, else the path, else ``"<stdin>"``) for anything unreadable.
+    ``max_pixels`` (None: no limit) before anything is decoded. Raises ImageReadError (one line,
+    starting with ``name``, else the path, else ``"<stdin>"``) for anything unreadable.
     """
     max_pixels = max_pixels if max_pixels is not None else 1 << 62
     if isinstance(source, (bytes, bytearray, memoryview)):
@@ -401,9 +411,9 @@ def _encode_into(fp: BinaryIO, pic: Picture, fmt: str, quality: int) -> str | No
         px = np.rint(px[..., :3] * a + top * (1.0 - a)).astype(px.dtype)
         notes.append(f"{fmt} has no alpha: flattened onto white")
     meta: dict[str, bytes] = {}
-    if fmt in ("JPEG", "PNG", "WEBP", "TIFF"):
+    if fmt in ("JPEG", "PNG", "WEBP", "TIFF", "AVIF"):
         meta = {k: v for k, v in (("icc_profile", pic.icc_profile), ("exif", pic.exif)) if v}
-        if pic.icc_profile and not _icc_fits(pic.icc_profile, 3 if fmt == "WEBP" else px.shape[2]):
+        if pic.icc_profile and not _icc_fits(pic.icc_profile, 3 if fmt in ("WEBP", "AVIF") else px.shape[2]):
             del meta["icc_profile"]
             notes.append("ICC profile not written (its colour space does not match the pixels)")
     if px.dtype == np.uint16 and px.shape[2] > 1:
