@@ -62,6 +62,7 @@ def test_batched_restore_equals_one_face_at_a_time(group_faces: list[Face]) -> N
     assert not np.allclose(results[1].image, image / 255.0, atol=0.05)  # the conv really changed the faces
 
 
+@pytest.mark.slow
 def test_batched_equals_single_with_a_tiny_codeformer() -> None:
     torch.manual_seed(0)
     model = CodeFormer(dim_embd=32, n_head=4, n_layers=1, codebook_size=16, latent_size=256, connect_list=(32, 64),
@@ -257,3 +258,21 @@ def test_cli_rejects_bad_arguments(identity_model: Path, capsys) -> None:
     assert main(["restore", str(ASTRONAUT), "--weights", str(identity_model)]) == 2  # no -o
     assert main(["restore", str(ASTRONAUT), "-o", "x", "-w", "5", "--weights", str(identity_model)]) == 2
     assert "w must be" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_cli_end_to_end_with_the_parity_weights(tmp_path: Path, filled_checkpoint, capsys) -> None:
+    """The real network (parity kit's filled weights) through the whole command on one photo."""
+    from codeformer.cli import main
+
+    out = tmp_path / "out"
+    code = main(["restore", str(ASTRONAUT), "-o", str(out), "--weights", str(filled_checkpoint("codeformer")),
+                 "--save-faces", "--no-progress", "-w", "0.7"])
+    assert code == 0, capsys.readouterr().err
+    before, after = read_image(ASTRONAUT).pixels, read_image(out / "astronaut.png").pixels
+    assert after.shape == before.shape and after.dtype == np.uint8
+    cropped = read_image(out / "faces" / "astronaut_00_cropped.png").pixels
+    restored = read_image(out / "faces" / "astronaut_00_restored.png").pixels
+    assert restored.shape == (512, 512, 3) and not np.array_equal(restored, cropped)
+    assert np.array_equal(after[420:], before[420:])  # below the face nothing moved
+    assert json.loads((out / "astronaut.png.json").read_text())["faces"][0]["w"] == 0.7
