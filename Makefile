@@ -5,7 +5,7 @@ PIP := $(VENV)/bin/pip
 # torch is pinned to the CPU build first; pyproject's looser range is then already satisfied.
 TORCH ?= torch==2.13.0
 
-.PHONY: setup demo test lint clean
+.PHONY: setup demo test lint clean bench-env
 
 setup: $(VENV)/.installed
 
@@ -26,5 +26,16 @@ test: setup
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 
+# The benchmark's own environment: the peer port (spandrel) declares torchvision, so it goes in with --no-deps.
+bench-env: .venv-bench/.installed
+
+.venv-bench/.installed: pyproject.toml
+	python3 -m venv .venv-bench
+	.venv-bench/bin/pip install -q $(TORCH)
+	.venv-bench/bin/pip install -q --no-deps spandrel==0.4.2 spandrel-extra-arches==0.2.0
+	.venv-bench/bin/pip install -q safetensors einops psutil numpy pyyaml tqdm
+	.venv-bench/bin/pip install -q --no-deps -e .
+	touch $@
+
 clean:
-	rm -rf $(VENV) results .pytest_cache
+	rm -rf $(VENV) .venv-bench results .pytest_cache

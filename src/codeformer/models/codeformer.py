@@ -75,11 +75,16 @@ class CodeFormer(nn.Module):
                    v.beta_placement)
 
     def code_logits(self, lq_feat: torch.Tensor) -> torch.Tensor:
-        """Latent (B, C, h, w) → logits (B, h·w, K) over the codebook, tokens in row-major order."""
-        x = self.feat_emb(lq_feat.flatten(2).transpose(1, 2))  # (B, N, D)
-        for layer in self.ft_layers:
-            x = layer(x, self.position_emb)
-        return self.idx_pred_layer(x)
+        """Latent (B, C, h, w) → logits (B, h·w, K) over the codebook, tokens in row-major order.
+
+        Always computed in fp32, also under a low-precision autocast: the argmax of these logits picks the
+        codes, and bf16 rounding would flip close choices. The transformer is a small share of the FLOPs.
+        """
+        with torch.autocast(lq_feat.device.type, enabled=False):
+            x = self.feat_emb(lq_feat.float().flatten(2).transpose(1, 2))  # (B, N, D)
+            for layer in self.ft_layers:
+                x = layer(x, self.position_emb)
+            return self.idx_pred_layer(x)
 
     def predict_codes(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Stage 2: LQ image (B, 3, S, S) in [-1, 1] → (logits (B, N, K), lq_feat (B, C, h, w))."""
@@ -119,7 +124,7 @@ class CodeFormer(nn.Module):
         logits = self.code_logits(lq_feat)
         latent = self.codes_to_latent(logits).detach()
         if adain_latent:
-            latent = adain(latent, lq_feat)
+            latent = adain(latent, lq_feat.float())
         return CodeFormerOutput(out=self.decode(latent, skips, w), logits=logits, lq_feat=lq_feat)
 
     @torch.no_grad()
