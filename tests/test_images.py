@@ -419,6 +419,42 @@ def test_errors_pickle() -> None:
     assert str(ImageReadError("a\nb.png", "empty file")) == "a b.png: empty file"
 
 
+@pytest.mark.filterwarnings("ignore")  # Pillow warns about corrupt EXIF/TIFF tags; that is fine
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "GIF", "WEBP", "TIFF", "BMP", "PNG16"])
+def test_damaged_files_only_raise_image_read_error(fmt: str) -> None:
+    """Truncations and random byte changes: a Picture or an ImageReadError, never anything else."""
+    if fmt == "PNG16":
+        data = raw_png(gradient(16, 16, dtype=np.uint16), 2)
+    else:
+        buf = io.BytesIO()
+        extra = {"exif": exif_with_thumbnail(">")} if fmt == "JPEG" else {}
+        Image.fromarray(gradient(16, 16)).save(buf, fmt, **extra)
+        data = buf.getvalue()
+    rng = np.random.default_rng(11)
+    variants = [data[:cut] for cut in np.linspace(1, len(data) - 1, 25).astype(int)]
+    for _ in range(40):
+        damaged = bytearray(data)
+        for pos in rng.integers(0, len(data), 3):
+            damaged[pos] = int(rng.integers(0, 256))
+        variants.append(bytes(damaged))
+    for variant in variants:
+        try:
+            pic = read_image(variant, name="damaged")
+        except ImageReadError as err:
+            assert "\n" not in str(err) and str(err).startswith("damaged: ")
+        else:
+            assert pic.pixels.ndim == 3
+
+
+@pytest.mark.filterwarnings("ignore:Corrupt EXIF")
+def test_exif_helpers_survive_garbage() -> None:
+    from codeformer.data._imagebytes import exif_for_new_pixels, reset_orientation
+
+    for junk in (b"", b"Exif\0\0", b"Exif\0\0MM\0*\xff\xff\xff\xff", bytes(range(256))):
+        assert reset_orientation(junk) is None or isinstance(reset_orientation(junk), bytes)
+        assert exif_for_new_pixels(junk, 10, 10) == junk
+
+
 def test_directory_and_missing_path(tmp_path: Path) -> None:
     (tmp_path / "x.jpg").mkdir()
     with pytest.raises(ImageReadError, match=r"x\.jpg: is a directory$"):

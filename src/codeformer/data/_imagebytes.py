@@ -65,14 +65,20 @@ def _patch(exif: bytes, ifd0: dict[int, int], exif_ifd: dict[int, int], drop_ifd
     return bytes(out)
 
 
-def reset_orientation(exif: bytes) -> bytes:
-    """Set the IFD0 orientation tag to 1 in place, keeping every other EXIF byte as it was."""
+def reset_orientation(exif: bytes) -> bytes | None:
+    """Set the IFD0 orientation tag to 1 in place, keeping every other EXIF byte as it was.
+
+    An unusual layout is re-serialised by Pillow; None when even that fails (better no EXIF than
+    EXIF that makes viewers rotate the already-rotated pixels again)."""
     with contextlib.suppress(KeyError, struct.error):
         return _patch(exif, {ORIENTATION: 1}, {}, drop_ifd1=False)
-    parsed = Image.Exif()  # unusual layout: re-serialise with Pillow instead
-    parsed.load(exif)
-    parsed[ORIENTATION] = 1
-    return parsed.tobytes()
+    try:
+        parsed = Image.Exif()
+        parsed.load(exif)
+        parsed[ORIENTATION] = 1
+        return parsed.tobytes()
+    except Exception:  # any failure of Pillow's parser on corrupt EXIF
+        return None
 
 
 def exif_for_new_pixels(exif: bytes, width: int, height: int) -> bytes:

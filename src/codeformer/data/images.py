@@ -258,7 +258,8 @@ def _decode(im: Image.Image, data: bytes, label: str, max_pixels: int) -> Pictur
         exif = EXIF_HEAD + exif
     if orientation in range(2, 9):
         pixels = orient(pixels, orientation)
-        exif = reset_orientation(exif) if exif is not None else None
+        if exif is not None and (exif := reset_orientation(exif)) is None:
+            notes.append("EXIF dropped (unreadable, and its orientation was applied)")
     if icc is not None and not _icc_fits(icc, pixels.shape[2]):
         notes.append(f"ICC profile dropped (a {icc[16:20].decode('latin-1').strip()!r} profile)")
         icc = None
