@@ -51,8 +51,9 @@ def _add_restore(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("restore", help="restore the faces of photos (files, folders, or - for stdin→stdout)")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders, or - (stdin → stdout)")
     p.add_argument("-o", "--output", metavar="OUTDIR", help="output folder (required unless the input is -)")
-    p.add_argument("-w", "--fidelity", type=float, default=0.5, help="fidelity w in [0, 1]: 0 most restored, "
-                   "1 closest to the input (default 0.5; 0.7 suits whole photos)")
+    p.add_argument("-w", "--fidelity", type=_fidelity_arg, default=0.5, help="fidelity w in [0, 1]: 0 most "
+                   "restored, 1 closest to the input (default 0.5; 0.7 suits whole photos); auto: per face from "
+                   "its measured size, blur and noise (docs/evaluation.md)")
     p.add_argument("-s", "--upscale", type=int, default=1, help="integer output scale (default 1: same size)")
     p.add_argument("--faces", choices=("all", "largest", "center"), default="all", help="which faces to restore")
     p.add_argument("--min-face", type=float, default=32.0, metavar="PX", help="smallest face box side (px)")
@@ -66,7 +67,47 @@ def _add_restore(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", metavar="PATH", help="codeformer.pth (default: $CODEFORMER_WEIGHTS or the cache)")
     p.add_argument("--device", choices=("cpu", "cuda", "mps"), default="cpu", help="where the model runs")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--report", choices=("json", "html"), help="per-face quality/identity report: OUT.report.json "
+                   "beside each output; html adds OUTDIR/report.html (contact sheet)")
+    p.add_argument("--w-sweep", type=_sweep_arg, metavar="W,W,...", help="also write OUTDIR/sweep/NAME_NN.png: "
+                   "each face restored with every w listed, e.g. 0,0.25,0.5,0.75,1")
     p.set_defaults(func=_run_restore)
+
+
+def _fidelity_arg(text: str) -> float | str:
+    """-w value: a number or "auto"."""
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1] or auto, got {text!r}") from None
+
+
+def _fixed_w(fidelity: float | str) -> float:
+    """The w for RestoreOptions: the number given, or 0.5 as a placeholder under -w auto (w is chosen per face)."""
+    return 0.5 if fidelity == "auto" else float(fidelity)
+
+
+def _sweep_arg(text: str) -> tuple[float, ...]:
+    from codeformer.face.review import parse_sweep
+
+    try:
+        return parse_sweep(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _run_review(args: argparse.Namespace, restorer: object, opts: object, output: object) -> int:
+    """restore with --report / -w auto / --w-sweep: the batch run plus reports (codeformer.face.review)."""
+    from codeformer.face.review import ReviewOptions, run_reviewed_batch
+
+    review = ReviewOptions(report=args.report, auto_w=args.fidelity == "auto", sweep=args.w_sweep or ())
+    report, flags = run_reviewed_batch(restorer, args.inputs, opts, output, review, progress=not args.no_progress)
+    print(report.summary(), file=sys.stderr)
+    if flags:
+        print(flags, file=sys.stderr)
+    return 1 if report.failures or report.images == 0 else 0
 
 
 def _device_problem(device: str) -> str | None:
@@ -95,8 +136,11 @@ def _run_restore(args: argparse.Namespace) -> int:
     if not stream and not args.output:
         print("codeformer restore: -o OUTDIR is required (unless the input is -)", file=sys.stderr)
         return 2
+    if stream and (args.report or args.w_sweep):
+        print("codeformer restore: --report and --w-sweep need file inputs and -o OUTDIR", file=sys.stderr)
+        return 2
     try:
-        opts = RestoreOptions(w=args.fidelity, upscale=args.upscale, faces=args.faces, min_face=args.min_face,
+        opts = RestoreOptions(w=_fixed_w(args.fidelity), upscale=args.upscale, faces=args.faces, min_face=args.min_face,
                               aligned=args.aligned, batch_size=args.batch_size, draw_boxes=args.draw_boxes)
     except ValueError as exc:
         print(f"codeformer restore: {exc}", file=sys.stderr)
@@ -114,6 +158,10 @@ def _run_restore(args: argparse.Namespace) -> int:
         return 1
     print(weights.describe("codeformer.pth"), file=sys.stderr)
     restorer = Restorer(model, device=args.device, options=opts)
+    if stream and args.fidelity == "auto":
+        from codeformer.face.autow import AutoWRestorer
+
+        restorer = AutoWRestorer(restorer)
     if stream:
         try:
             data, _ = restore_bytes(restorer, sys.stdin.buffer.read(), opts, ext=args.ext)
@@ -125,6 +173,8 @@ def _run_restore(args: argparse.Namespace) -> int:
         return 0
     output = OutputOptions(Path(args.output), save_faces=args.save_faces, compare=args.compare, ext=args.ext,
                            recursive=args.recursive)
+    if args.report or args.w_sweep or args.fidelity == "auto":
+        return _run_review(args, restorer, opts, output)
     report = run_batch(restorer, args.inputs, opts, output, progress=not args.no_progress)
     print(report.summary(), file=sys.stderr)
     return 1 if report.failures or report.images == 0 else 0

@@ -109,6 +109,7 @@ def write_text_atomic(path: Path, text: str) -> None:
     """Write `text` (UTF-8) through a temp file in the same folder, then rename over `path`."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; these are ordinary result files
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
