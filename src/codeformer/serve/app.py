@@ -1,0 +1,249 @@
+"""The HTTP API and web page of `codeformer serve`, built by `create_app(restorer, config)`.
+
+Routes (every error is JSON `{"error": "<one line>"}` with a 4xx/5xx status):
+
+    GET  /                the web page (static/index.html; its assets under /static, no CDN)
+    GET  /healthz         {"status": "ok", "pending": n, "batches": {...}}
+    GET  /v1/models       the model behind the server: name, runtime, weights, licence, input size
+    POST /v1/restore      multipart form: image (file, required), w (0..1, default 0.5), upscale (1..8),
+                          faces (all | largest | center), min_face (px), aligned (bool), draw_boxes (bool),
+                          format (png | jpeg | webp | tiff | bmp; default: the input's format, PNG if it has none
+                          we write). Answer: JSON {image: base64, media_type, width, height, faces: [...],
+                          notes, timings, options} — or, when the Accept header's first type is image/*, the
+                          encoded image itself with the report in the X-Codeformer-Report header (JSON) and
+                          the face count in X-Codeformer-Faces; an Accept of image/png, image/jpeg or
+                          image/webp also picks the format when `format` is not given.
+    GET  /openapi.json    the OpenAPI 3 description (FastAPI's /docs page needs a CDN, so it is switched off)
+
+Statuses: 400 bad form field, unreadable image or too many pixels; 413 body larger than the byte limit; 503 when
+`max_pending` restorations are already in progress (a bounded queue; retry after the Retry-After seconds);
+404/405 unknown route or method; 500 a bug.
+
+FastAPI (on Starlette) + uvicorn: small, pure-Python, installs from PyPI and runs offline, documents the API as
+OpenAPI from the endpoint signature, and its test client needs no server. Gradio would pull in a large
+frontend and telemetry for one page whose before/after divider needs custom JavaScript anyway.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import threading
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from typing import Annotated
+
+from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from codeformer.data.images import ImageReadError, ImageWriteError, encode_image, read_image
+from codeformer.face.detection import DlibDetector, Face, FaceDetector
+from codeformer.face.pipeline import FaceResult, RestoreOptions, Restorer
+from codeformer.serve.batcher import BatchingModel
+from codeformer.serve.limits import BodyLimit
+
+log = logging.getLogger(__name__)
+
+OUTPUT_FORMATS = {"png": "PNG", "jpeg": "JPEG", "jpg": "JPEG", "webp": "WEBP", "tiff": "TIFF", "tif": "TIFF",
+                  "bmp": "BMP"}
+MEDIA_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "TIFF": "image/tiff",
+               "BMP": "image/bmp"}
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """Limits and batching. max_bytes: largest upload (the body may carry 64 KiB of form overhead on top);
+    max_pixels: largest input (width × height); max_output_pixels: largest output (input × upscale²);
+    max_pending: restorations in progress before new ones get 503; max_batch: faces per model call;
+    linger_ms: how long the batcher waits for more faces; model_info: what GET /v1/models reports."""
+
+    max_bytes: int = 20 << 20
+    max_pixels: int = 40_000_000
+    max_output_pixels: int = 200_000_000
+    max_pending: int = 16
+    max_batch: int = 8
+    linger_ms: float = 2.0
+    model_info: dict[str, object] = field(default_factory=lambda: {"id": "codeformer"})
+
+
+class ApiError(Exception):
+    """An error answered as JSON {"error": message} with `status`."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers
+
+
+class _LockedDetector:
+    """One detection at a time: dlib models are loaded lazily and are not documented as thread-safe."""
+
+    def __init__(self, detector: FaceDetector) -> None:
+        self.detector = detector
+        self._lock = threading.Lock()
+
+    def detect(self, rgb, min_face: float = 0.0) -> list[Face]:  # noqa: ANN001 - same signature as FaceDetector
+        with self._lock:
+            return self.detector.detect(rgb, min_face=min_face)
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": " ".join(message.split())}, status_code=status, headers=headers)
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body", "query"))
+        parts.append(f"{where}: {err.get('msg', 'invalid')}" if where else str(err.get("msg", "invalid")))
+    return "; ".join(parts) or "invalid request"
+
+
+def _wants_image(accept: str) -> str | None:
+    """The first media range of an Accept header if it is image/* or a specific image type, else None."""
+    first = accept.split(",")[0].split(";")[0].strip().lower()
+    return first if first.startswith("image/") else None
+
+
+def _output_format(requested: str | None, accept_image: str | None, input_format: str) -> str:
+    if requested:
+        key = requested.lower().lstrip(".")
+        if key not in OUTPUT_FORMATS:
+            raise ApiError(400, f"format: must be one of {', '.join(sorted(OUTPUT_FORMATS))}, got {requested!r}")
+        return OUTPUT_FORMATS[key]
+    by_type = {v: k for k, v in MEDIA_TYPES.items()}
+    if accept_image in by_type:
+        return by_type[accept_image]
+    return input_format if input_format in MEDIA_TYPES else "PNG"
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return _error(exc.status, exc.message, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return _error(400, _validation_message(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def bug(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s", request.url.path)
+        return _error(500, f"internal error: {type(exc).__name__}: {exc}")
+
+
+def create_app(restorer: Restorer, config: ServeConfig | None = None) -> FastAPI:
+    """The ASGI app serving `restorer` (its model, detector, device and default options are used; the model
+    is wrapped in a `BatchingModel`). Nothing is shared between two apps."""
+    cfg = config or ServeConfig()
+    batcher = BatchingModel(restorer.model, max_batch=cfg.max_batch, linger_s=cfg.linger_ms / 1000.0)
+    detector = _LockedDetector(restorer.detector or DlibDetector())
+    shared = Restorer(batcher, detector=detector, device=restorer.device, options=restorer.options)
+    slots = threading.BoundedSemaphore(cfg.max_pending)
+    in_progress = [0]  # guarded by `count_lock`; read by /healthz
+    count_lock = threading.Lock()
+
+    app = FastAPI(title="codeformer", version="1", docs_url=None, redoc_url=None, openapi_url="/openapi.json",
+                  description="Blind face restoration (CodeFormer). Every error is JSON {\"error\": message}.")
+    app.add_middleware(BodyLimit, max_bytes=cfg.max_bytes + (64 << 10))
+    app.router.add_event_handler("shutdown", batcher.close)
+    _install_error_handlers(app)
+    static = resources.files("codeformer.serve") / "static"
+    app.mount("/static", StaticFiles(directory=str(static)), name="static")
+
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        return FileResponse(str(static / "index.html"), media_type="text/html")
+
+    @app.get("/healthz", summary="liveness and queue state")
+    def healthz() -> dict[str, object]:
+        with count_lock:
+            busy = in_progress[0]
+        return {"status": "ok", "in_progress": busy, "max_pending": cfg.max_pending,
+                "batches": asdict(batcher.stats)}
+
+    @app.get("/v1/models", summary="the model behind this server")
+    def models() -> dict[str, object]:
+        return {"models": [dict(cfg.model_info)]}
+
+    @app.post("/v1/restore", summary="restore the faces of one photo",
+              responses={200: {"content": {"application/json": {}, "image/png": {}, "image/jpeg": {},
+                                           "image/webp": {}}},
+                         400: {"description": "bad field or image"}, 413: {"description": "too large"},
+                         503: {"description": "queue full"}})
+    def restore(request: Request,
+                image: Annotated[UploadFile, File(description="the photo (PNG, JPEG, WEBP, TIFF, BMP, ...)")],
+                w: Annotated[float, Form(ge=0.0, le=1.0, description="fidelity: 0 quality .. 1 input")] = 0.5,
+                upscale: Annotated[int, Form(ge=1, le=8)] = 1,
+                faces: Annotated[str, Form(pattern="^(all|largest|center)$")] = "all",
+                min_face: Annotated[float, Form(ge=0.0)] = 32.0,
+                aligned: Annotated[bool, Form()] = False,
+                draw_boxes: Annotated[bool, Form()] = False,
+                format: Annotated[str | None, Form(description="png, jpeg, webp, tiff or bmp")] = None,
+                ) -> Response:
+        if not slots.acquire(blocking=False):
+            raise ApiError(503, f"server busy: {cfg.max_pending} restorations in progress; retry shortly",
+                           {"Retry-After": "1"})
+        with count_lock:
+            in_progress[0] += 1
+        try:
+            opts = RestoreOptions(w=w, upscale=upscale, faces=faces, min_face=min_face, aligned=aligned,
+                                  batch_size=cfg.max_batch, draw_boxes=draw_boxes, adain=True)
+            return _restore(shared, cfg, request, image, opts, format)
+        finally:
+            with count_lock:
+                in_progress[0] -= 1
+            slots.release()
+
+    return app
+
+
+def face_record(face: FaceResult) -> dict[str, object]:
+    """The JSON report of one restored face (input pixels): box, detector score, 5 points, face size, w."""
+    return {"box": [round(float(v), 2) for v in face.box], "score": round(float(face.score), 4),
+            "landmarks5": [[round(float(x), 2), round(float(y), 2)] for x, y in face.landmarks5],
+            "face_size": round(float(face.face_size), 2), "w": face.w}
+
+
+def _restore(restorer: Restorer, cfg: ServeConfig, request: Request, upload: UploadFile, opts: RestoreOptions,
+             requested_format: str | None) -> Response:
+    accept_image = _wants_image(request.headers.get("accept", ""))
+    data = upload.file.read(cfg.max_bytes + 1)
+    if len(data) > cfg.max_bytes:
+        raise ApiError(413, f"image: larger than the limit of {cfg.max_bytes} bytes")
+    name = upload.filename or "image"
+    try:
+        pic = read_image(data, name=name, max_pixels=cfg.max_pixels)
+    except ImageReadError as exc:
+        raise ApiError(400, str(exc)) from exc
+    height, width = pic.pixels.shape[:2]
+    if width * height * opts.upscale**2 > cfg.max_output_pixels:
+        raise ApiError(400, f"{name}: output would have {width * height * opts.upscale**2} pixels, more than the "
+                            f"limit of {cfg.max_output_pixels}; use a smaller upscale")
+    fmt = _output_format(requested_format, accept_image, pic.format)
+    try:
+        result = restorer.restore(pic, opts)
+        encoded = encode_image(result.image, fmt, name=name)
+    except (ImageWriteError, ValueError) as exc:
+        raise ApiError(400, str(exc)) from exc
+    notes = [pic.note] if pic.note else []
+    out_height, out_width = (result.image.pixels if hasattr(result.image, "pixels") else result.image).shape[:2]
+    report = {"width": int(out_width), "height": int(out_height), "faces": [face_record(f) for f in result.faces],
+              "notes": notes, "timings": {k: round(v, 4) for k, v in result.timings.items()},
+              "options": {"w": opts.w, "upscale": opts.upscale, "faces": opts.faces, "aligned": opts.aligned}}
+    media_type = MEDIA_TYPES[fmt]
+    if accept_image:
+        headers = {"X-Codeformer-Faces": str(len(result.faces)),
+                   "X-Codeformer-Report": json.dumps(report, separators=(",", ":"), ensure_ascii=True)}
+        return Response(encoded, media_type=media_type, headers=headers)
+    body = {"image": base64.b64encode(encoded).decode("ascii"), "media_type": media_type, **report}
+    return JSONResponse(body)
