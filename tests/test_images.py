@@ -130,6 +130,15 @@ def test_16bit_colour_tiff_notes_lost_exif(tmp_path: Path) -> None:
     assert note == "EXIF not written (16-bit colour TIFF)"
 
 
+def test_oversized_exif_is_left_out_of_jpeg(tmp_path: Path) -> None:
+    exif = Image.Exif()
+    exif[0x010E] = "x" * 70_000  # ImageDescription: a PNG can carry this, a JPEG cannot
+    pic = Picture(gradient(), exif=exif.tobytes())
+    assert write_image(tmp_path / "o.jpg", pic) == "EXIF not written (over the 64 KiB a JPEG can hold)"
+    assert read_image(tmp_path / "o.jpg").exif is None
+    assert write_image(tmp_path / "o.png", pic) is None and read_image(tmp_path / "o.png").exif == pic.exif
+
+
 def test_16bit_to_8bit_format_is_reduced_with_note(tmp_path: Path) -> None:
     arr = gradient(dtype=np.uint16)
     note = write_image(tmp_path / "o.jpg", Picture(arr))

@@ -417,6 +417,9 @@ def _encode_into(fp: BinaryIO, pic: Picture, fmt: str, quality: int) -> str | No
         if pic.icc_profile and not _icc_fits(pic.icc_profile, 3 if fmt in ("WEBP", "AVIF") else px.shape[2]):
             del meta["icc_profile"]
             notes.append("ICC profile not written (its colour space does not match the pixels)")
+        if fmt == "JPEG" and len(pic.exif or b"") > 65533:  # one APP1 segment holds at most 64 KiB
+            del meta["exif"]
+            notes.append("EXIF not written (over the 64 KiB a JPEG can hold)")
     if px.dtype == np.uint16 and px.shape[2] > 1:
         fp.write(png16(px, meta) if fmt == "PNG" else tiff16(px, meta.get("icc_profile")))
         if "exif" in meta and fmt == "TIFF":
