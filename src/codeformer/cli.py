@@ -1,4 +1,4 @@
-"""Command line: `codeformer restore | evaluate | convert | download | train | codes | prepare-faces`.
+"""Command line: `codeformer restore|evaluate|convert|download|export-onnx|serve|train|codes|prepare-faces`.
 
 This module only parses arguments and calls the library. Each subcommand has an `_add_<name>` function that
 declares its arguments and a `_run_<name>` function that calls the library and returns an exit code.
@@ -66,6 +66,7 @@ def _add_restore(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--recursive", action="store_true", help="walk subfolders of folder inputs")
     p.add_argument("--weights", metavar="PATH", help="codeformer.pth (default: $CODEFORMER_WEIGHTS or the cache)")
     p.add_argument("--device", choices=("cpu", "cuda", "mps"), default="cpu", help="where the model runs")
+    _add_runtime_args(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--report", choices=("json", "html"), help="per-face quality/identity report: OUT.report.json "
                    "beside each output; html adds OUTDIR/report.html (contact sheet)")
@@ -149,10 +150,18 @@ def _run_restore(args: argparse.Namespace) -> int:
     if problem:
         print(f"codeformer restore: {problem}", file=sys.stderr)
         return 2
+    if args.onnx and args.runtime != "onnx":
+        print("codeformer restore: --onnx needs --runtime onnx", file=sys.stderr)
+        return 2
     try:
-        path = weights.resolve("codeformer.pth", path=args.weights, env_var="CODEFORMER_WEIGHTS",
-                               progress=not args.no_progress)
-        model = load_codeformer(path, device=args.device)
+        if args.runtime == "onnx":
+            from codeformer.backends import load_face_model
+
+            model, _ = load_face_model("onnx", args.weights, args.onnx, args.device, progress=not args.no_progress)
+        else:
+            path = weights.resolve("codeformer.pth", path=args.weights, env_var="CODEFORMER_WEIGHTS",
+                                   progress=not args.no_progress)
+            model = load_codeformer(path, device=args.device)
     except (weights.WeightsError, OSError, ValueError, RuntimeError, KeyError) as exc:
         print(f"error: {one_line_error(str(args.weights or 'codeformer.pth'), exc)}", file=sys.stderr)
         return 1
@@ -244,6 +253,92 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     return 1 if evaluation.errors or not evaluation.images else 0
 
 
+def _add_runtime_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--runtime", choices=("torch", "onnx"), default="torch", help="run the model with PyTorch "
+                   "(default) or onnxruntime")
+    p.add_argument("--onnx", metavar="PATH", help="with --runtime onnx: the graph from `codeformer export-onnx` "
+                   "(default: exported once from the weights into the cache)")
+
+
+def _add_export_onnx(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export-onnx", help="export the model to ONNX with w (and the batch size) as inputs")
+    p.add_argument("output", metavar="OUT.onnx", help="where to write the graph")
+    p.add_argument("--weights", metavar="PATH", help="codeformer.pth (default: $CODEFORMER_WEIGHTS or the cache)")
+    p.add_argument("--opset", type=int, default=17, metavar="N", help="ONNX opset (default 17)")
+    p.add_argument("--exporter", choices=("torchscript", "dynamo"), default="torchscript",
+                   help="torch exporter (default torchscript; dynamo needs --opset 18 or more)")
+    p.add_argument("--static-batch", action="store_true", help="fix the batch size to 1")
+    p.add_argument("--no-check", action="store_true", help="skip the onnxruntime vs PyTorch check")
+    p.add_argument("--tolerance", type=float, default=1e-3, help="largest accepted |onnxruntime - torch| "
+                   "(default 1e-3; the release weights' parity kit measures ~7e-5)")
+    p.set_defaults(func=_run_export_onnx)
+
+
+def _run_export_onnx(args: argparse.Namespace) -> int:
+    from codeformer import weights
+    from codeformer.checkpoint import load_codeformer
+    from codeformer.onnx_export import check_onnx, export_onnx
+
+    try:
+        path = weights.resolve("codeformer.pth", path=args.weights, env_var="CODEFORMER_WEIGHTS")
+        model = load_codeformer(path)
+        out = export_onnx(model, args.output, opset=args.opset, dynamic_batch=not args.static_batch,
+                          exporter=args.exporter)
+    except (weights.WeightsError, OSError, ValueError, RuntimeError, KeyError) as exc:
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 1
+    print(f"{out}: inputs image (B, 3, 512, 512), w (B,); output restored; opset {args.opset}")
+    print(weights.describe("codeformer.pth"), file=sys.stderr)
+    if args.no_check:
+        return 0
+    diffs = check_onnx(model, out, batch=1 if args.static_batch else 2)
+    worst = max(diffs.values())
+    for w, diff in diffs.items():
+        print(f"  w = {w:.2f}: max |onnxruntime - torch| = {diff:.2e}")
+    if worst > args.tolerance:
+        print(f"error: onnxruntime differs from PyTorch by {worst:.2e} > {args.tolerance:.0e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="local web page and HTTP API (POST /v1/restore, GET /healthz, /v1/models)")
+    p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1: this machine "
+                   "only; 0.0.0.0 exposes it to the network)")
+    p.add_argument("--port", type=int, default=7860, help="TCP port (default 7860)")
+    p.add_argument("--weights", metavar="PATH", help="codeformer.pth (default: $CODEFORMER_WEIGHTS or the cache)")
+    p.add_argument("--device", choices=("cpu", "cuda", "mps"), default="cpu", help="where the model runs")
+    _add_runtime_args(p)
+    p.add_argument("--max-mb", type=float, default=20.0, help="largest upload in MB (default 20; larger: 413)")
+    p.add_argument("--max-pending", type=int, default=16, help="restorations in progress before 503 (default 16)")
+    p.add_argument("--max-batch", type=int, default=8, help="faces per model call across requests (default 8)")
+    p.set_defaults(func=_run_serve)
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    from codeformer import weights
+    from codeformer.backends import load_face_model
+    from codeformer.face.pipeline import Restorer
+    from codeformer.serve.app import ServeConfig, create_app
+    from codeformer.serve.server import run
+
+    problem = _device_problem(args.device)
+    if problem or (args.onnx and args.runtime != "onnx"):
+        print(f"codeformer serve: {problem or '--onnx needs --runtime onnx'}", file=sys.stderr)
+        return 2
+    try:
+        model, info = load_face_model(args.runtime, args.weights, args.onnx, args.device)
+        config = ServeConfig(max_bytes=int(args.max_mb * 2**20), max_pending=args.max_pending,
+                             max_batch=args.max_batch, model_info=info)
+    except (weights.WeightsError, OSError, ValueError, RuntimeError, KeyError) as exc:
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 1
+    print(weights.describe("codeformer.pth"), file=sys.stderr)
+    print(f"serving http://{args.host}:{args.port}/ (Ctrl-C stops)", file=sys.stderr)
+    run(create_app(Restorer(model, device=args.device), config), host=args.host, port=args.port)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="codeformer", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -252,6 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_convert(sub)
     _add_restore(sub)
     _add_evaluate(sub)
+    _add_export_onnx(sub)
+    _add_serve(sub)
     return parser
 
 

@@ -1,0 +1,79 @@
+"""Choosing the runtime behind the face pipeline: PyTorch or onnxruntime (`--runtime torch|onnx`).
+
+Both give an object with `restore(x, w, adain_latent=True)` for `codeformer.face.pipeline.Restorer`. The ONNX
+graph comes from `--onnx PATH`, or else from `codeformer-<sha256 prefix of the .pth>.onnx` in the weights cache,
+exported there from the resolved `codeformer.pth` the first time it is needed (about half a minute and ~6 GB of
+memory on a CPU); the hash in the name keeps a graph from being reused for other weights.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from codeformer import weights
+
+log = logging.getLogger(__name__)
+
+RUNTIMES = ("torch", "onnx")
+
+
+def default_onnx_path(source: Path) -> Path:
+    """Where the graph exported from the weight file `source` is cached: beside the cached weights."""
+    return weights.weights_dir() / f"codeformer-{weights.file_sha256(source)[:12]}.onnx"
+
+
+def _providers(device: str) -> list[str]:
+    import onnxruntime as ort
+
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    wanted = {"cuda": "CUDAExecutionProvider", "mps": "CoreMLExecutionProvider"}[device]
+    if wanted not in ort.get_available_providers():
+        raise ValueError(f"--runtime onnx --device {device}: onnxruntime has no {wanted} here "
+                         f"(available: {', '.join(ort.get_available_providers())})")
+    return [wanted, "CPUExecutionProvider"]
+
+
+def load_face_model(runtime: str = "torch", weights_path: str | None = None, onnx_path: str | None = None,
+                    device: str = "cpu", progress: bool = True) -> tuple[object, dict[str, object]]:
+    """(model for the pipeline, a description for reports and GET /v1/models).
+
+    runtime "torch": `load_codeformer` of `weights_path` (or $CODEFORMER_WEIGHTS, the cache, a download).
+    runtime "onnx": `OnnxRestorer` of `onnx_path`; without one, the cached export (made on first use).
+    Raises ValueError for an unknown runtime or device, `weights.WeightsError` / OSError for missing files.
+    """
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+    info: dict[str, object] = {"id": "codeformer", "runtime": runtime, "device": device, "img_size": 512,
+                               "w_input": True, "licence": weights.describe("codeformer.pth")}
+    if runtime == "onnx":
+        from codeformer.onnx_export import OnnxRestorer
+
+        providers = _providers(device)
+        if onnx_path:
+            path = Path(onnx_path)
+            if not path.is_file():
+                raise FileNotFoundError(f"{path}: no such ONNX file (make one with `codeformer export-onnx`)")
+        else:
+            source = weights.resolve("codeformer.pth", path=weights_path, env_var="CODEFORMER_WEIGHTS",
+                                     progress=progress)
+            path = default_onnx_path(source)
+            if not path.is_file():
+                _export_default(source, path)
+        model = OnnxRestorer(path, providers=providers)
+        info.update(weights=str(path), img_size=model.img_size)
+        return model, info
+    from codeformer.checkpoint import load_codeformer
+
+    path = weights.resolve("codeformer.pth", path=weights_path, env_var="CODEFORMER_WEIGHTS", progress=progress)
+    info["weights"] = str(path)
+    return load_codeformer(path, device=device), info
+
+
+def _export_default(source: Path, target: Path) -> None:
+    from codeformer.checkpoint import load_codeformer
+    from codeformer.onnx_export import export_onnx
+
+    log.warning("exporting %s to %s once (about half a minute)", source, target)
+    export_onnx(load_codeformer(source), target)
