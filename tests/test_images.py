@@ -519,7 +519,10 @@ def test_bright_grey_never_turns_black(dtype: type) -> None:
     """Issue #222: values slightly above 1 must clip to white, not wrap to black."""
     top = np.iinfo(dtype).max
     pic = Picture(np.full((8, 8, 1), int(top * 0.98), dtype), is_grey=True)
-    out = from_rgb_float(pic, rgb_float(pic) * 1.05 + 0.01)
+    bright = rgb_float(pic) * 1.05 + 0.01
+    before = bright.copy()
+    out = from_rgb_float(pic, bright)
+    assert np.array_equal(bright, before)  # the caller's array is left alone
     assert out.pixels.shape == (8, 8, 1) and out.pixels.dtype == dtype
     assert (out.pixels == top).all()
     nan = from_rgb_float(pic, np.full((8, 8, 3), np.nan, np.float32))
