@@ -112,13 +112,72 @@ class IdentityRestorer:
 
 class PatternRestorer:
     """Blends a fixed texture drawn in crop coordinates into each crop, as a real model's output is anchored
-    to the alignment: when the landmarks jitter, this texture jitters in the frame. Deterministic."""
+    to the alignment: when the landmarks jitter, this texture jitters in the frame. Deterministic. With
+    `interrupt_after`, its call number `interrupt_after` raises KeyboardInterrupt (a Ctrl-C mid-run)."""
 
-    def __init__(self, seed: int = 0, strength: float = 0.5) -> None:
+    def __init__(self, seed: int = 0, strength: float = 0.5, interrupt_after: int | None = None) -> None:
         g = torch.Generator().manual_seed(seed)
-        small = torch.rand(1, 3, 32, 32, generator=g) * 2 - 1
+        small = torch.rand(1, 3, 8, 8, generator=g) * 2 - 1
         self.pattern = torch.nn.functional.interpolate(small, size=(512, 512), mode="bilinear", align_corners=False)
         self.strength = strength
+        self.calls, self.interrupt_after = 0, interrupt_after
 
     def restore(self, x: torch.Tensor, w: float) -> torch.Tensor:
+        self.calls += 1
+        if self.interrupt_after is not None and self.calls >= self.interrupt_after:
+            raise KeyboardInterrupt
         return (1 - self.strength) * x + self.strength * self.pattern
+
+
+def square_frames(n: int, h: int = 96, w: int = 128, side: int = 40, squares: int = 1, step: int = 2
+                  ) -> list[np.ndarray]:
+    """n frames of bright textured squares (stand-in faces) moving right by `step` px a frame over a dark
+    texture."""
+    bg = (background(h, w, seed=1) // 4).astype(np.uint8)
+    face = (190 + background(side, side, seed=2) // 4).astype(np.uint8)  # values 200-240
+    out = []
+    for i in range(n):
+        frame = bg.copy()
+        for k in range(squares):
+            x, y = 4 + step * i + k * (side + 8), (h - side) // 2
+            frame[y:y + side, x:x + side] = face
+        out.append(frame)
+    return out
+
+
+class SquareDetector:
+    """Finds the bright squares of `square_frames` and returns each as a face: the FFHQ template fitted into its
+    box, plus Gaussian landmark noise of `noise` px seeded by the box position (the same frame always gives
+    the same answer, so reruns and resumes agree). Records the shape of every image it sees."""
+
+    def __init__(self, noise: float = 0.0) -> None:
+        self.noise = noise
+        self.shapes: list[tuple[int, ...]] = []
+
+    def detect(self, rgb: np.ndarray, min_face: float = 0.0) -> list:
+        from codeformer.face.align import TEMPLATE_512
+        from codeformer.face.detection import Face
+
+        self.shapes.append(rgb.shape)
+        mask = (rgb.min(axis=2) > 180).astype(np.uint8)
+        count, _, stats, _ = cv2.connectedComponentsWithStats(mask)
+        faces = []
+        for x, y, w, h, area in stats[1:count]:
+            if area < 100:
+                continue
+            rng = np.random.default_rng(int(x) * 1000 + int(y))
+            points = TEMPLATE_512 / 512 * np.array([w, h]) + np.array([x, y])
+            points = points + rng.normal(0.0, self.noise, size=(5, 2)) if self.noise else points
+            faces.append(Face((float(x), float(y), float(x + w), float(y + h)), 1.0, points))
+        return faces
+
+
+class NoFaceDetector:
+    """Finds nothing; records the shape of every image it sees."""
+
+    def __init__(self) -> None:
+        self.shapes: list[tuple[int, ...]] = []
+
+    def detect(self, rgb: np.ndarray, min_face: float = 0.0) -> list:
+        self.shapes.append(rgb.shape)
+        return []
