@@ -72,6 +72,7 @@ def _add_restore(sub: argparse._SubParsersAction) -> None:
                    "beside each output; html adds OUTDIR/report.html (contact sheet)")
     p.add_argument("--w-sweep", type=_sweep_arg, metavar="W,W,...", help="also write OUTDIR/sweep/NAME_NN.png: "
                    "each face restored with every w listed, e.g. 0,0.25,0.5,0.75,1")
+    _add_video_args(p)
     p.set_defaults(func=_run_restore)
 
 
@@ -111,6 +112,69 @@ def _run_review(args: argparse.Namespace, restorer: object, opts: object, output
     return 1 if report.failures or report.images == 0 else 0
 
 
+def _add_video_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("videos (.mp4 .mov .mkv .avi .webm .m4v; -o is the output file, or a folder)")
+    g.add_argument("--codec", default="libx264", help="video encoder (default libx264; e.g. libx265, libvpx-vp9)")
+    g.add_argument("--crf", type=int, default=18, help="encoder constant quality (default 18; lower is better)")
+    g.add_argument("--no-smooth", action="store_true", help="do not smooth the landmarks along each face track")
+    g.add_argument("--resume", action="store_true", help="continue an interrupted run after its last finished segment")
+    g.add_argument("--window", type=int, default=8, metavar="N", help="frames restored together (default 8)")
+    g.add_argument("--segment-frames", type=int, default=240, metavar="N",
+                   help="frames per resumable segment (default 240)")
+
+
+def _is_video_run(args: argparse.Namespace) -> bool:
+    from codeformer.video_io import is_video_path
+
+    return any(is_video_path(name) for name in args.inputs)
+
+
+def _video_args_problem(args: argparse.Namespace) -> str | None:
+    """Why these arguments cannot restore the video inputs (None when fine, or when there are no videos)."""
+    from codeformer.video_io import is_video_path
+
+    if not _is_video_run(args):
+        return None
+    if not all(is_video_path(name) for name in args.inputs):
+        return "give videos and photos in separate runs"
+    if is_video_path(args.output) and len(args.inputs) > 1:
+        return "-o FILE takes one video; give a folder for several"
+    photo_only = [flag for flag, on in (("--aligned", args.aligned), ("--save-faces", args.save_faces),
+                                        ("--compare", args.compare), ("--draw-boxes", args.draw_boxes),
+                                        ("--report", args.report), ("--w-sweep", args.w_sweep),
+                                        ("-w auto", args.fidelity == "auto"), ("--ext", args.ext)) if on]
+    return f"{', '.join(photo_only)}: for photos only, not videos" if photo_only else None
+
+
+def _run_restore_video(args: argparse.Namespace, restorer: object, opts: object) -> int:
+    """restore with video inputs: one streaming run per video (codeformer.video)."""
+    from pathlib import Path
+
+    from codeformer.face.tracking import TrackerParams
+    from codeformer.video import VideoOptions, restore_video
+    from codeformer.video_io import EncodeSettings, VideoError, is_video_path
+
+    try:
+        video = VideoOptions(encode=EncodeSettings(codec=args.codec, crf=args.crf), window=args.window,
+                             segment_frames=args.segment_frames, tracking=TrackerParams(smooth=not args.no_smooth),
+                             resume=args.resume, progress=not args.no_progress)
+    except ValueError as exc:
+        print(f"codeformer restore: {exc}", file=sys.stderr)
+        return 2
+    failed = 0
+    for name in args.inputs:
+        target = Path(args.output) if is_video_path(args.output) else Path(args.output) / Path(name).name
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            report = restore_video(restorer, name, target, opts, video)
+        except (VideoError, OSError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        print(report.summary(), file=sys.stderr)
+    return 1 if failed else 0
+
+
 def _device_problem(device: str) -> str | None:
     import torch
 
@@ -140,6 +204,10 @@ def _run_restore(args: argparse.Namespace) -> int:
     if stream and (args.report or args.w_sweep):
         print("codeformer restore: --report and --w-sweep need file inputs and -o OUTDIR", file=sys.stderr)
         return 2
+    video_problem = _video_args_problem(args)
+    if video_problem:
+        print(f"codeformer restore: {video_problem}", file=sys.stderr)
+        return 2
     try:
         opts = RestoreOptions(w=_fixed_w(args.fidelity), upscale=args.upscale, faces=args.faces, min_face=args.min_face,
                               aligned=args.aligned, batch_size=args.batch_size, draw_boxes=args.draw_boxes)
@@ -167,6 +235,8 @@ def _run_restore(args: argparse.Namespace) -> int:
         return 1
     print(weights.describe("codeformer.pth"), file=sys.stderr)
     restorer = Restorer(model, device=args.device, options=opts)
+    if _is_video_run(args):
+        return _run_restore_video(args, restorer, opts)
     if stream and args.fidelity == "auto":
         from codeformer.face.autow import AutoWRestorer
 

@@ -170,7 +170,10 @@ class SegmentWriter:
         """Encode one H×W×3 uint8 upright frame with timestamp `pts` (input time base)."""
         frame = av.VideoFrame.from_ndarray(coded(rgb_upright, self.info.rotation), format="rgb24")
         frame.pts, frame.time_base = pts, self.info.time_base
-        self.container.mux(self.stream.encode(frame))
+        try:
+            self.container.mux(self.stream.encode(frame))
+        except (av.error.FFmpegError, ValueError) as exc:
+            raise VideoError(f"{self.path}: encoding with {self.stream.codec_context.name} failed ({exc})") from exc
 
     def close(self) -> None:
         """Flush the encoder, close the file and move it to its final name."""
