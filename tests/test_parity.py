@@ -92,3 +92,11 @@ def test_discriminator_eval_and_train(filled_checkpoint, parity_ref):
             ref = parity_ref[f"disc_after_train_main_{i}_{name}"]
             got = getattr(bn, name).detach().numpy()
             np.testing.assert_allclose(got, ref, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_runner_fp32_keeps_parity(codeformer, parity_ref):
+    from codeformer.runtime import TorchRunner
+
+    out = TorchRunner(codeformer, "cpu", "fp32").restore(to_input(parity_ref["input_rgb_u8"]), w=1.0)
+    assert max_abs(out, parity_ref["cf_out_w1"]) <= IMAGE_TOL

@@ -1,0 +1,45 @@
+"""Inference runtime: precision modes and device selection (tiny model)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from codeformer.models.codeformer import CodeFormer
+from codeformer.runtime import TorchRunner, pick_device
+from tests.conftest import TINY_CODEFORMER
+
+
+def test_bf16_keeps_codes_in_fp32_and_stays_close():
+    torch.manual_seed(0)
+    model = CodeFormer(**TINY_CODEFORMER).eval()
+    with torch.no_grad():
+        model.quantize.embedding.weight.normal_()  # codes far apart, as in a trained codebook
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    ref = model.restore(x, 0.5)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(x, 0.5)
+    assert out.logits.dtype == torch.float32  # the transformer ran in fp32 under autocast
+    fast = TorchRunner(model, "cpu", "bf16", channels_last=False).restore(x, 0.5)
+    assert fast.dtype == torch.float32 and fast.shape == ref.shape
+    assert float((fast - ref).abs().max()) > 1e-3  # bf16 really ran (its accuracy is measured in benchmarks/)
+    assert torch.equal(fast, out.out.float())  # the runner is the model under autocast, nothing else
+
+
+def test_fp32_runner_equals_model():
+    torch.manual_seed(0)
+    model = CodeFormer(**TINY_CODEFORMER).eval()
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    ref = model.restore(x, 0.7)
+    assert torch.allclose(TorchRunner(model, "cpu", "fp32").restore(x, 0.7), ref, atol=1e-5)
+
+
+def test_bad_precision_and_device():
+    with pytest.raises(ValueError, match="precision"):
+        TorchRunner(CodeFormer(**TINY_CODEFORMER), "cpu", "fp16")
+    with pytest.raises(ValueError, match="unknown device"):
+        pick_device("tpu")
+    assert pick_device("cpu").type == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA"):
+            pick_device("cuda")
