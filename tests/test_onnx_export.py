@@ -1,0 +1,105 @@
+"""ONNX export: w stays a graph input, the batch is dynamic, onnxruntime matches PyTorch (tiny model at
+w ∈ {0, 0.5, 1} and a batch of 2; the parity kit's full-size filled weights against the official output)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, helper
+
+from codeformer.cli import main
+from codeformer.models.codeformer import CodeFormer
+from codeformer.onnx_export import OnnxRestorer, check_onnx, export_onnx
+from tests.conftest import TINY_CODEFORMER, to_input
+
+TOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def tiny() -> CodeFormer:
+    torch.manual_seed(0)
+    return CodeFormer(**TINY_CODEFORMER).eval()
+
+
+@pytest.fixture(scope="module")
+def tiny_onnx(tiny, tmp_path_factory):
+    return export_onnx(tiny, tmp_path_factory.mktemp("onnx") / "tiny.onnx")
+
+
+def test_graph_has_w_and_batch_as_inputs(tiny_onnx):
+    model = onnx.load(str(tiny_onnx))
+    inputs = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in model.graph.input}
+    assert inputs == {"image": ["batch", 3, 32, 32], "w": ["batch"]}
+    assert [o.name for o in model.graph.output] == ["restored"]
+    assert [op.version for op in model.opset_import if op.domain in ("", "ai.onnx")] == [17]
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert meta["codeformer.img_size"] == "32" and "non-commercial" in meta["codeformer.licence"]
+
+
+def test_onnxruntime_matches_torch_at_three_w(tiny, tiny_onnx):
+    diffs = check_onnx(tiny, tiny_onnx, ws=(0.0, 0.5, 1.0), batch=2)
+    assert set(diffs) == {0.0, 0.5, 1.0}
+    assert max(diffs.values()) <= TOL, diffs
+
+
+def test_per_image_w_and_other_batch_sizes(tiny, tiny_onnx):
+    runner = OnnxRestorer(tiny_onnx)
+    assert runner.dynamic_batch and runner.img_size == 32
+    x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    w = torch.tensor([0.0, 0.3, 1.0])
+    got = runner.restore(x, w)
+    for i in range(3):  # one graph call with a w per image ≡ torch image by image
+        expected = tiny.restore(x[i:i + 1], float(w[i]))
+        assert float((got[i:i + 1] - expected).abs().max()) <= TOL
+
+
+def test_w_is_not_a_dead_knob(tiny_onnx):
+    runner = OnnxRestorer(tiny_onnx)
+    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    assert float((runner.restore(x, 0.0) - runner.restore(x, 1.0)).abs().max()) > 1e-3
+
+
+def test_static_batch_export_runs_image_by_image(tiny, tmp_path):
+    path = export_onnx(tiny, tmp_path / "static.onnx", dynamic_batch=False)
+    runner = OnnxRestorer(path)
+    assert not runner.dynamic_batch
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    assert float((runner.restore(x, 0.5) - tiny.restore(x, 0.5)).abs().max()) <= TOL
+
+
+def test_restorer_refuses_what_it_cannot_do(tiny_onnx, tmp_path):
+    runner = OnnxRestorer(tiny_onnx)
+    x = torch.zeros(1, 3, 32, 32)
+    with pytest.raises(ValueError, match="AdaIN"):
+        runner.restore(x, 0.5, adain_latent=False)
+    with pytest.raises(ValueError, match="expected"):
+        runner.restore(torch.zeros(1, 3, 64, 64), 0.5)
+    # a graph without a w input (the hard-coded-w exports) is rejected loudly
+    image = helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 32, 32])
+    out = helper.make_tensor_value_info("restored", TensorProto.FLOAT, [1, 3, 32, 32])
+    graph = helper.make_graph([helper.make_node("Identity", ["image"], ["restored"])], "no_w", [image], [out])
+    no_w = tmp_path / "no_w.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(no_w))
+    with pytest.raises(ValueError, match="w"):
+        OnnxRestorer(no_w)
+
+
+def test_unknown_exporter_and_failed_write_leave_nothing(tiny, tmp_path):
+    with pytest.raises(ValueError, match="exporter"):
+        export_onnx(tiny, tmp_path / "x.onnx", exporter="magic")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_full_size_export_matches_official_output(filled_checkpoint, parity_ref, tmp_path, capsys):
+    """`codeformer export-onnx` on the parity kit's filled weights (the released layout, 94 M parameters);
+    onnxruntime must reproduce the official network's output at w = 0.5 within the kit's image tolerance."""
+    out = tmp_path / "codeformer.onnx"
+    assert main(["export-onnx", str(out), "--weights", str(filled_checkpoint("codeformer")), "--no-check"]) == 0
+    assert "w (B,)" in capsys.readouterr().out
+    runner = OnnxRestorer(out, threads=2)
+    x = to_input(parity_ref["input_rgb_u8"])
+    got = runner.restore(x, 0.5).numpy()
+    assert np.abs(got - parity_ref["cf_out_w05"]).max() <= TOL
