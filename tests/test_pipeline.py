@@ -122,6 +122,18 @@ def test_aligned_input_skips_detection_and_keeps_its_size() -> None:
     assert up.shape == (512, 512, 3) and up.dtype == np.float32
 
 
+def test_draw_boxes_and_face_selection(group_faces: list[Face]) -> None:
+    image = group_photo()
+    restorer = Restorer(IdentityRestorer(), FixedDetector(group_faces))
+    largest = restorer.restore(image, RestoreOptions(faces="largest"))
+    assert len(largest.faces) == 1 and largest.faces[0].box == max(
+        (f.box for f in group_faces), key=lambda b: (b[2] - b[0]) * (b[3] - b[1]))
+    boxed = restorer.restore(image, RestoreOptions(faces="largest", draw_boxes=True)).image
+    x0, y0 = (round(v) for v in largest.faces[0].box[:2])
+    assert np.allclose(boxed[y0 + 20, x0], (0.0, 1.0, 0.0))  # on the left edge of the box: green
+    assert np.array_equal(boxed[5, 5], largest.image[5, 5])
+
+
 def test_no_face_returns_the_input_unchanged() -> None:
     rgb = load_rgb(GRACE)
     result = Restorer(ConvRestorer(), FixedDetector([])).restore(picture_of(rgb))
@@ -258,6 +270,8 @@ def test_cli_rejects_bad_arguments(identity_model: Path, capsys) -> None:
     assert main(["restore", str(ASTRONAUT), "--weights", str(identity_model)]) == 2  # no -o
     assert main(["restore", str(ASTRONAUT), "-o", "x", "-w", "5", "--weights", str(identity_model)]) == 2
     assert "w must be" in capsys.readouterr().err
+    assert main(["restore", str(ASTRONAUT), "-o", "x", "--ext", "xyz", "--weights", str(identity_model)]) == 2
+    assert "--ext" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -214,6 +214,14 @@ def _run_restore(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"codeformer restore: {exc}", file=sys.stderr)
         return 2
+    if args.ext:
+        from codeformer.data.images import format_from_extension
+
+        try:
+            format_from_extension(f"x.{args.ext.lstrip('.')}")
+        except ImageWriteError as exc:
+            print(f"codeformer restore: --ext {exc.problem}", file=sys.stderr)
+            return 2
     problem = _device_problem(args.device)
     if problem:
         print(f"codeformer restore: {problem}", file=sys.stderr)
