@@ -18,7 +18,7 @@ def test_bf16_keeps_codes_in_fp32_and_stays_close():
     x = torch.rand(2, 3, 32, 32) * 2 - 1
     ref = model.restore(x, 0.5)
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
-        out = model(x, 0.5)
+        out = model(x, 0.5, adain_latent=True)
     assert out.logits.dtype == torch.float32  # the transformer ran in fp32 under autocast
     fast = TorchRunner(model, "cpu", "bf16", channels_last=False).restore(x, 0.5)
     assert fast.dtype == torch.float32 and fast.shape == ref.shape
