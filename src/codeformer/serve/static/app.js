@@ -136,12 +136,13 @@ function setupDivider() {
     setDivider((ev.clientX - r.left) / r.width);
   };
   box.addEventListener("pointerdown", (ev) => {
+    ev.preventDefault(); // no native image drag, which would cancel the pointer stream
     dragging = true;
     box.setPointerCapture(ev.pointerId);
     move(ev);
   });
   box.addEventListener("pointermove", (ev) => dragging && move(ev));
-  box.addEventListener("pointerup", () => { dragging = false; });
+  for (const name of ["pointerup", "pointercancel"]) box.addEventListener(name, () => { dragging = false; });
   $("divider").addEventListener("keydown", (ev) => {
     const now = Number($("divider").getAttribute("aria-valuenow")) / 100;
     if (ev.key === "ArrowLeft") setDivider(now - 0.05);
