@@ -84,6 +84,13 @@ def test_resize_short_side() -> None:
     assert out.shape == (640, 1920, 3) and scale == pytest.approx(640 / 300)
     out, scale = resize_short_side(np.zeros((1280, 1000, 3), np.uint8), 640)
     assert out.shape == (819, 640, 3) and scale == pytest.approx(0.64)
+    out, scale = resize_short_side(np.zeros((10, 2000, 3), np.uint8), 640, max_long_side=4096)
+    assert out.shape == (20, 4096, 3) and scale == pytest.approx(4096 / 2000)
+
+
+def test_tiny_and_very_wide_images(detector: DlibDetector) -> None:
+    assert detector.detect(np.zeros((3, 3, 3), np.uint8)) == []
+    assert detector.detect(np.zeros((20, 5000, 3), np.uint8)) == []
 
 
 def test_hog_upsample_grows_for_small_faces() -> None:

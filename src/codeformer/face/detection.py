@@ -26,6 +26,7 @@ from codeformer.face.align import TEMPLATE_512, similarity_least_squares, transf
 log = logging.getLogger(__name__)
 
 DETECT_SHORT_SIDE = 640  # the official pipeline detects on a copy with this short side
+DETECT_MAX_LONG_SIDE = 4096  # ours also caps the long side, so a 100:1 panorama cannot become 64000 px wide
 MIN_EYE_DISTANCE = 5.0  # px in the input image; the official pipeline skips faces below this
 SHAPE_PREDICTOR_68 = "shape_predictor_68_face_landmarks.dat"
 HOG_MIN_WINDOW = 80  # px: the smallest face dlib's HOG detector finds without upsampling
@@ -71,13 +72,17 @@ class FaceDetector(Protocol):
         ...
 
 
-def resize_short_side(img: np.ndarray, short_side: int) -> tuple[np.ndarray, float]:
-    """Resize so the short side is `short_side` (INTER_AREA shrinking, INTER_LINEAR enlarging).
+def resize_short_side(img: np.ndarray, short_side: int,
+                      max_long_side: int | None = None) -> tuple[np.ndarray, float]:
+    """Resize so the short side is `short_side` (INTER_AREA shrinking, INTER_LINEAR enlarging), or less when
+    the long side would exceed `max_long_side`.
 
     Returns (resized copy, scale) where resized coordinates = input coordinates × scale.
     """
     h, w = img.shape[:2]
     scale = short_side / min(h, w)
+    if max_long_side is not None:
+        scale = min(scale, max_long_side / max(h, w))
     if scale == 1.0:
         return img.copy(), 1.0
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
@@ -215,7 +220,8 @@ class DlibDetector:
             self._load()
         if rgb.ndim == 2:
             rgb = np.repeat(rgb[:, :, None], 3, axis=2)
-        small, scale = resize_short_side(np.ascontiguousarray(rgb[:, :, :3]), DETECT_SHORT_SIDE)
+        small, scale = resize_short_side(np.ascontiguousarray(rgb[:, :, :3]), DETECT_SHORT_SIDE,
+                                         DETECT_MAX_LONG_SIDE)
         upsample = self.upsample if self.upsample is not None else hog_upsample_for(min_face * scale)
         rects, scores, _ = self._detector.run(small, upsample, self.threshold)
         faces = []
