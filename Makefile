@@ -5,7 +5,7 @@ PIP := $(VENV)/bin/pip
 # torch is pinned to the CPU build first; pyproject's looser range is then already satisfied.
 TORCH ?= torch==2.13.0
 
-.PHONY: setup demo test lint clean bench-env
+.PHONY: setup demo test lint clean bench-env browser
 
 setup: $(VENV)/.installed
 
@@ -22,9 +22,18 @@ demo: setup
 lint: setup
 	$(VENV)/bin/ruff check .
 
-test: setup
+test: setup browser
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
+
+# Debian's chromium for the page test (tests/test_serve_browser.py, driven by Playwright; Playwright's own browser
+# download is not used). Installs only when no chromium is found; needs root or sudo.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  [ -n "$$CODEFORMER_CHROMIUM" ] || [ "$$CODEFORMER_NO_BROWSER" = 1 ] || \
+	  { echo "installing Debian's chromium for the browser test"; \
+	    $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; }
 
 # The benchmark's own environment: the peer port (spandrel) declares torchvision, so it goes in with --no-deps.
 bench-env: .venv-bench/.installed
