@@ -39,7 +39,7 @@ class ReportThresholds:
 
     min_face: float = 64.0
     max_identity_l2: float = 0.6
-    min_consistency_psnr: float = 30.0
+    min_consistency_psnr: float = 35.0
 
 
 def consistency(input_crop: np.ndarray, restored_crop: np.ndarray) -> dict[str, float]:

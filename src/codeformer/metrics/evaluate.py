@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from codeformer.data.images import ImageReadError, is_image_path, read_image, rgb_float
-from codeformer.metrics.fid import FIDInceptionV3, activation_statistics, frechet_distance
+from codeformer.metrics.fid import FIDInceptionV3, frechet_distance_of_features
 from codeformer.metrics.fidelity import LPIPSMetric, psnr, ssim
 from codeformer.metrics.identity import IdentityEmbedder, landmark_distance
 from codeformer.metrics.noref import noise_sigma, sharpness
@@ -193,7 +193,7 @@ def _fid(metrics: Metrics, restored: dict[str, Path], reference: dict[str, Path]
     if min(len(f_restored), len(f_reference)) < 2:
         metrics.skipped["fid"] = "fewer than 2 readable images on one side"
         return
-    result.dataset["fid"] = frechet_distance(*activation_statistics(f_restored), *activation_statistics(f_reference))
+    result.dataset["fid"] = frechet_distance_of_features(f_restored, f_reference)
     result.dataset["fid_n_restored"] = float(len(f_restored))
     result.dataset["fid_n_reference"] = float(len(f_reference))
 

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["FIDInceptionV3", "activation_statistics", "frechet_distance"]
+__all__ = ["FIDInceptionV3", "activation_statistics", "frechet_distance", "frechet_distance_of_features"]
 
 FID_INPUT_SIZE = 299
 FID_FEATURES = 2048
@@ -231,3 +231,23 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     tr_cross = float(np.sqrt(np.clip(np.linalg.eigvalsh((middle + middle.T) / 2.0), 0.0, None)).sum())
     diff = mu1 - mu2
     return max(float(diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * tr_cross), 0.0)
+
+
+def frechet_distance_of_features(features1: np.ndarray, features2: np.ndarray) -> float:
+    """FID of two feature sets (N1, D) and (N2, D), N >= 2, with the unbiased covariances.
+
+    Equal to `frechet_distance(*activation_statistics(f1), *activation_statistics(f2))`. With fewer samples
+    than dimensions it avoids the D×D eigendecompositions: with centred features A1, A2, the non-zero
+    eigenvalues of Σ₁Σ₂ are the squared singular values of A1·A2ᵀ / √((N1−1)(N2−1)), so tr (Σ₁Σ₂)^½ is that
+    matrix's nuclear norm, an N1×N2 problem.
+    """
+    f1, f2 = np.asarray(features1, np.float64), np.asarray(features2, np.float64)
+    if f1.ndim != 2 or f2.ndim != 2 or f1.shape[1] != f2.shape[1] or min(len(f1), len(f2)) < 2:
+        raise ValueError(f"need two (N, D) feature arrays with the same D and N >= 2, got {f1.shape}, {f2.shape}")
+    if min(len(f1), len(f2)) > f1.shape[1]:
+        return frechet_distance(*activation_statistics(f1), *activation_statistics(f2))
+    a1, a2 = f1 - f1.mean(0), f2 - f2.mean(0)
+    n1, n2 = len(f1) - 1, len(f2) - 1
+    tr_cross = float(np.linalg.svd(a1 @ a2.T, compute_uv=False).sum()) / np.sqrt(n1 * n2)
+    diff = f1.mean(0) - f2.mean(0)
+    return max(float(diff @ diff + (a1 * a1).sum() / n1 + (a2 * a2).sum() / n2 - 2.0 * tr_cross), 0.0)
