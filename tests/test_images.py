@@ -168,6 +168,17 @@ def test_palette_png_with_transparency(tmp_path: Path) -> None:
     assert (pic.pixels[:, :4] == [0, 255, 0, 255]).all() and (pic.pixels[:, 4:, 3] == 0).all()
 
 
+@pytest.mark.parametrize("channels", [1, 3])
+def test_png_colour_key_becomes_alpha(tmp_path: Path, channels: int) -> None:
+    arr = np.zeros((4, 6, channels), np.uint8)
+    arr[:2] = 200
+    key = 0 if channels == 1 else (0, 0, 0)  # black is the transparent colour
+    Image.fromarray(arr[..., 0] if channels == 1 else arr).save(tmp_path / "k.png", transparency=key)
+    pic = read_image(tmp_path / "k.png")
+    assert pic.pixels.shape == (4, 6, 4) and pic.note == "transparent colour turned into alpha"
+    assert (pic.pixels[:2, :, 3] == 255).all() and (pic.pixels[2:, :, 3] == 0).all()
+
+
 def test_palette_without_transparency_is_rgb(tmp_path: Path) -> None:
     Image.fromarray(gradient()).convert("P").save(tmp_path / "p.png")
     pic = read_image(tmp_path / "p.png")

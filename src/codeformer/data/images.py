@@ -312,6 +312,8 @@ def _pillow_pixels(im: Image.Image, label: str) -> tuple[np.ndarray, bytes | Non
         raise ImageReadError(label, "32-bit float images are not supported (convert to 16-bit)")
     if mode == "1":
         im = im.convert("L")
+    elif mode in ("L", "RGB") and "transparency" in im.info:  # a PNG colour key (tRNS chunk)
+        im, note = im.convert("RGBA"), "transparent colour turned into alpha"
     elif mode in ("P", "PA"):
         transparent = mode == "PA" or "transparency" in im.info or im.palette.mode == "RGBA"
         im = im.convert("RGBA" if transparent else "RGB")
