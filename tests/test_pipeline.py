@@ -89,6 +89,20 @@ def test_grey_stays_grey_and_never_black(astronaut_faces: list[Face]) -> None:
     assert three.mean() > 0.9 * luma.mean()
 
 
+def test_a_near_grey_tint_survives(astronaut_faces: list[Face]) -> None:
+    luma = load_rgb(ASTRONAUT) @ np.array([0.299, 0.587, 0.114])
+    tinted = np.rint(luma[..., None] * np.array([1.0, 0.95, 0.88])).astype(np.uint8)  # a faint sepia
+    result = Restorer(ConvRestorer(), FixedDetector(astronaut_faces)).restore(Picture(tinted, is_grey=True))
+    out = result.image.pixels.astype(float)
+    x0, y0, x1, y1 = (int(v) for v in astronaut_faces[0].box)
+    face_in, face_out = tinted[y0:y1, x0:x1].astype(float), out[y0:y1, x0:x1]
+    assert not np.allclose(face_out, face_in, atol=2)  # restored...
+    ratio_in = face_in.reshape(-1, 3).mean(0) / face_in.mean()
+    ratio_out = face_out.reshape(-1, 3).mean(0) / face_out.mean()
+    assert np.allclose(ratio_out, ratio_in, atol=0.01)  # ...with the input's tint, not the model's colour cast
+    assert np.array_equal(out[440:], tinted[440:])  # the background is never converted
+
+
 def test_rgba_keeps_alpha(astronaut_faces: list[Face]) -> None:
     rgb = load_rgb(ASTRONAUT)
     alpha = np.tile(np.linspace(0, 255, rgb.shape[1]).astype(np.uint8), (rgb.shape[0], 1))[:, :, None]

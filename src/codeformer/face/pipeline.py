@@ -5,7 +5,9 @@ a `RestoreResult` with the new image and one `FaceResult` per restored face. It 
 `logging.getLogger(__name__)`. The model is any object with `restore(x, w) -> Tensor` taking and returning
 (B, 3, 512, 512) float32 RGB in [-1, 1] (e.g. `codeformer.checkpoint.load_codeformer(...)`), already on `device`.
 
-Grey inputs are restored in RGB and brought back to grey (Rec. 601 luma), so they stay grey and never turn black.
+Grey inputs are restored in RGB and each restored face is brought back to grey (`grey_like`): Rec. 601 luma
+for an exactly grey photo, or the luma re-tinted like the input face for a near-grey one (sepia, scans), so grey
+stays grey, a tint survives, and nothing turns black. The background of the photo is never converted.
 The output keeps the input's size times `upscale`; with `aligned=True` the input is taken as an aligned face
 crop of any size: it is resized to 512 (bilinear), restored, and resized back to its own size times `upscale`.
 """
@@ -115,6 +117,32 @@ def to_grey_rgb(rgb: np.ndarray) -> np.ndarray:
     return np.repeat(luma[..., None], 3, axis=-1)
 
 
+def grey_like(restored: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Bring restored faces back to the tone of grey reference crops (both N×S×S×3 float32 in [0, 1]).
+
+    Each output channel is a linear function of the restored face's luma, fitted per face on the reference
+    (channel ≈ a·luma + b, least squares): an exactly grey reference gives a = 1, b = 0; a tinted one keeps
+    its tint. Use `to_grey_rgb` instead when the whole photo is exactly grey (channels bit-identical).
+    """
+    out = np.empty_like(restored)
+    for i, (face, ref) in enumerate(zip(restored, reference, strict=True)):
+        ref_luma = (ref @ LUMA).reshape(-1).astype(np.float64)
+        design = np.stack([ref_luma, np.ones_like(ref_luma)], axis=1)  # (S·S, 2)
+        coeffs, *_ = np.linalg.lstsq(design, ref.reshape(-1, 3).astype(np.float64), rcond=None)  # (2, 3)
+        luma = face @ LUMA
+        out[i] = np.clip(luma[..., None] * coeffs[0].astype(np.float32) + coeffs[1].astype(np.float32), 0.0, 1.0)
+    return out
+
+
+def _channels_equal(rgb: np.ndarray) -> bool:
+    return bool(np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2]))
+
+
+def _to_grey(restored: np.ndarray, crops: np.ndarray, photo: np.ndarray) -> np.ndarray:
+    """Grey restored faces: pure luma when the photo's channels are identical, else re-tinted like `crops`."""
+    return to_grey_rgb(restored) if _channels_equal(photo) else grey_like(restored, crops)
+
+
 def as_rgb_float(image: Picture | np.ndarray) -> tuple[np.ndarray, bool]:
     """(H×W×3 float32 in [0, 1], is_grey) from a Picture or an array: H×W or H×W×{1,3,4} uint8 (/255),
     uint16 (/65535) or float (taken as [0, 1]); alpha is ignored. An array is grey when its channels are equal."""
@@ -134,8 +162,7 @@ def as_rgb_float(image: Picture | np.ndarray) -> tuple[np.ndarray, bool]:
         rgb = arr.astype(np.float32)
     if rgb.shape[2] == 1:
         return np.repeat(rgb, 3, axis=2), True
-    grey = bool(np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2]))
-    return rgb, grey
+    return rgb, _channels_equal(rgb)
 
 
 def _model_kwargs(model: Any, adain: bool) -> dict[str, bool]:
@@ -210,8 +237,6 @@ class Restorer:
             out_rgb, faces, timings = self._restore_aligned(rgb, grey, opts)
         else:
             out_rgb, faces, timings = self._restore_photo(rgb, grey, opts)
-        if grey:
-            out_rgb = to_grey_rgb(out_rgb)
         if opts.draw_boxes:
             out_rgb = draw_boxes(out_rgb, [f.box for f in faces], opts.upscale)
         if isinstance(image, Picture):
@@ -228,8 +253,8 @@ class Restorer:
         crops = np.stack([warp_face(rgb, m) for m in affines]) if affines else np.zeros((0, 512, 512, 3), np.float32)
         t2 = time.perf_counter()
         restored = self.restore_crops(crops, opts) if len(crops) else crops
-        if grey:
-            restored = to_grey_rgb(restored)
+        if grey and len(crops):
+            restored = _to_grey(restored, crops, rgb)
         t3 = time.perf_counter()
         out = paste_back(rgb, list(restored), [invert_affine(m) for m in affines], opts.upscale)
         t4 = time.perf_counter()
@@ -250,7 +275,7 @@ class Restorer:
         t1 = time.perf_counter()
         restored = self.restore_crops(crop[None], opts)[0]
         if grey:
-            restored = to_grey_rgb(restored)
+            restored = _to_grey(restored[None], crop[None], rgb)[0]
         t2 = time.perf_counter()
         out_size = (w * opts.upscale, h * opts.upscale)
         shrink = out_size[0] * out_size[1] < FACE_SIZE * FACE_SIZE
