@@ -138,6 +138,11 @@ def test_oversized_exif_is_left_out_of_jpeg(tmp_path: Path) -> None:
     assert write_image(tmp_path / "o.png", pic) is None and read_image(tmp_path / "o.png").exif == pic.exif
 
 
+def test_webp_quality_100_is_lossless() -> None:
+    arr = gradient(c=4)
+    assert np.array_equal(read_image(encode_image(Picture(arr), "WEBP", quality=100)).pixels, arr)
+
+
 def test_16bit_to_8bit_format_is_reduced_with_note(tmp_path: Path) -> None:
     arr = gradient(dtype=np.uint16)
     note = write_image(tmp_path / "o.jpg", Picture(arr))

@@ -367,9 +367,10 @@ def write_image(path: str | os.PathLike[str], pic: Picture, format: str | None =
                 quality: int = 95) -> str | None:
     """Write ``pic`` to ``path`` atomically; return a note on what the format could not keep, or None.
 
-    The format comes from the extension unless given; quality (1-100) is for JPEG/WEBP/AVIF. ICC and
-    EXIF are kept by JPEG, PNG, WEBP and TIFF (not by 16-bit colour TIFF); 16-bit is kept by PNG and
-    TIFF and reduced to 8-bit elsewhere; JPEG/BMP have no alpha, so RGBA is flattened onto white.
+    The format comes from the extension unless given; quality (1-100) is for JPEG/WEBP/AVIF (WEBP
+    at 100 is lossless). ICC and EXIF are kept by JPEG, PNG, WEBP, AVIF and TIFF (not EXIF by 16-bit
+    colour TIFF); 16-bit is kept by PNG and TIFF and reduced to 8-bit elsewhere; JPEG/BMP have no
+    alpha, so RGBA is flattened onto white.
     The data go to ``.<name>.tmp-<random>`` in the same folder, are fsynced and renamed over
     ``path`` (keeping an old file's permissions); on any failure the temp file is removed and an old
     ``path`` is left untouched. Raises ImageWriteError (one line) on failure.
@@ -432,7 +433,9 @@ def _encode_into(fp: BinaryIO, pic: Picture, fmt: str, quality: int) -> str | No
     options: dict[str, object] = dict(meta)
     if fmt == "JPEG":
         options.update(quality=quality, subsampling=0 if quality >= 90 else 2)
-    elif fmt in ("WEBP", "AVIF"):
+    elif fmt == "WEBP":  # exact: keep the colour under transparent pixels
+        options.update(quality=quality, lossless=quality == 100, exact=True)
+    elif fmt == "AVIF":
         options.update(quality=quality)
     elif fmt == "TIFF":
         options.update(compression="tiff_lzw")
