@@ -3,6 +3,8 @@ w ∈ {0, 0.5, 1} and a batch of 2; the parity kit's full-size filled weights ag
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import onnx
 import pytest
@@ -103,3 +105,60 @@ def test_full_size_export_matches_official_output(filled_checkpoint, parity_ref,
     x = to_input(parity_ref["input_rgb_u8"])
     got = runner.restore(x, 0.5).numpy()
     assert np.abs(got - parity_ref["cf_out_w05"]).max() <= TOL
+
+
+def scaling_graph(path) -> None:
+    """A stand-in 512 px graph with the exported interface: restored = image · (1 − w/2), w per image."""
+    image = helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 3, 512, 512])
+    w = helper.make_tensor_value_info("w", TensorProto.FLOAT, ["batch"])
+    out = helper.make_tensor_value_info("restored", TensorProto.FLOAT, ["batch", 3, 512, 512])
+    nodes = [
+        helper.make_node("Constant", [], ["shape"], value=helper.make_tensor("s", TensorProto.INT64, [4],
+                                                                               [-1, 1, 1, 1])),
+        helper.make_node("Constant", [], ["half"], value=helper.make_tensor("h", TensorProto.FLOAT, [], [0.5])),
+        helper.make_node("Reshape", ["w", "shape"], ["w4"]),
+        helper.make_node("Mul", ["w4", "half"], ["hw"]),
+        helper.make_node("Mul", ["image", "hw"], ["cut"]),
+        helper.make_node("Sub", ["image", "cut"], ["restored"]),
+    ]
+    graph = helper.make_graph(nodes, "scale", [image, w], [out])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+
+
+def test_restore_cli_runtime_onnx_passes_w_to_the_graph(tmp_path):
+    from PIL import Image
+
+    graph = tmp_path / "scale.onnx"
+    scaling_graph(graph)
+    Image.fromarray(np.full((64, 64, 3), 200, np.uint8)).save(tmp_path / "face.png")
+    base = ["restore", str(tmp_path / "face.png"), "-o", str(tmp_path / "out"), "--aligned", "--no-progress", "-w", "1"]
+    assert main(base + ["--runtime", "onnx", "--onnx", str(graph)]) == 0
+    out = np.asarray(Image.open(tmp_path / "out" / "face.png"))
+    # w = 1 halves the image in [-1, 1]: p ↦ p/2 + 64 in 8-bit (200 → 164)
+    assert abs(int(out.mean().round()) - 164) <= 1
+    assert main(base + ["--onnx", str(graph)]) == 2  # --onnx without --runtime onnx
+    assert main(base + ["--runtime", "onnx", "--onnx", str(tmp_path / "missing.onnx")]) == 1
+
+
+def test_serve_cli_builds_the_app_on_onnxruntime(tmp_path, monkeypatch):
+    from fastapi.testclient import TestClient
+    from PIL import Image
+
+    import codeformer.serve.server as server
+
+    graph = tmp_path / "scale.onnx"
+    scaling_graph(graph)
+    started = {}
+    monkeypatch.setattr(server, "run", lambda app, host, port: started.update(app=app, host=host, port=port))
+    assert main(["serve", "--runtime", "onnx", "--onnx", str(graph), "--max-mb", "1"]) == 0
+    assert (started["host"], started["port"]) == ("127.0.0.1", 7860)
+    buf = io.BytesIO()
+    Image.fromarray(np.full((32, 32, 3), 200, np.uint8)).save(buf, format="PNG")
+    with TestClient(started["app"]) as client:
+        model = client.get("/v1/models").json()["models"][0]
+        assert model["runtime"] == "onnx" and model["w_input"] is True and model["weights"] == str(graph)
+        res = client.post("/v1/restore", files={"image": ("f.png", buf.getvalue())},
+                          data={"aligned": "true", "w": "1"}, headers={"Accept": "image/png"})
+        assert res.status_code == 200
+        assert abs(int(np.asarray(Image.open(io.BytesIO(res.content))).mean().round()) - 164) <= 1
+        assert client.post("/v1/restore", files={"image": ("f.png", b"x" * (2 << 20))}).status_code == 413
