@@ -1,18 +1,20 @@
-"""Byte-level helpers for :mod:`codeformer.data.images`: EXIF orientation, 16-bit PNG/TIFF writers.
+"""Format details for :mod:`codeformer.data.images`, where Pillow alone falls short.
 
-Pillow cannot write 16-bit colour PNG or TIFF, and re-serialising EXIF with it can lose data, so
-these few container details are done by hand here (each checked by tests/test_images.py).
+Pillow reads and writes 16-bit colour PNG/TIFF only as 8-bit, and re-serialising EXIF with it can
+lose data. Here: OpenCV decoding of 16-bit colour files, colour-managed CMYK, EXIF patched in
+place, and hand-written 16-bit PNG/TIFF output (each checked by tests/test_images.py).
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import struct
 import zlib
 
 import cv2
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageCms
 
 EXIF_HEAD = b"Exif\x00\x00"  # how EXIF bytes start in a JPEG APP1 segment and in Picture.exif
 ORIENTATION = 0x0112
@@ -87,6 +89,39 @@ def exif_for_new_pixels(exif: bytes, width: int, height: int) -> bytes:
     with contextlib.suppress(KeyError, struct.error):
         return _patch(exif, {}, {0xA002: width, 0xA003: height}, drop_ifd1=True)
     return exif
+
+
+def needs_16bit_decoder(im: Image.Image, data: bytes) -> bool:
+    """16-bit colour (or grey+alpha) PNG/TIFF, which Pillow would squeeze to 8 bits."""
+    if im.format == "PNG":  # IHDR: bit depth at byte 24, colour type at 25
+        return data[24] == 16 and data[25] in (2, 4, 6)
+    if im.format == "TIFF" and im.mode not in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        bits = getattr(im, "tag_v2", {}).get(258, (8,))
+        return 16 in (bits if isinstance(bits, tuple) else (bits,))
+    return False
+
+
+def decode_16bit(data: bytes, size: tuple[int, int]) -> np.ndarray | None:
+    """H×W×C uint16 (C = 1, 3 or 4, RGB order; grey+alpha expanded to RGBA) decoded by OpenCV, without
+    applying EXIF orientation; None if OpenCV fails or disagrees with the header's (width, height)."""
+    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if arr is None or (arr.shape[1], arr.shape[0]) != size or arr.dtype not in (np.uint8, np.uint16):
+        return None
+    arr = arr[..., None] if arr.ndim == 2 else arr
+    order = {1: [0], 2: [0, 0, 0, 1], 3: [2, 1, 0], 4: [2, 1, 0, 3]}[arr.shape[2]]  # BGR(A) → RGB(A)
+    return arr[..., order]
+
+
+def cmyk_to_rgb(im: Image.Image, icc: bytes | None) -> tuple[Image.Image, bytes | None, str]:
+    """CMYK → RGB: colour-managed to sRGB (and tagged sRGB) when the file has a CMYK profile."""
+    if icc:
+        with contextlib.suppress(ImageCms.PyCMSError, OSError, ValueError):
+            src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+            srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+            rgb = ImageCms.profileToProfile(im, src, srgb, outputMode="RGB")
+            if rgb is not None:
+                return rgb, srgb.tobytes(), "CMYK converted to sRGB with its ICC profile"
+    return im.convert("RGB"), None, "CMYK converted to RGB"
 
 
 def png16(px: np.ndarray, meta: dict[str, bytes]) -> bytes:

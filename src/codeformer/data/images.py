@@ -22,12 +22,15 @@ from typing import BinaryIO
 
 import cv2
 import numpy as np
-from PIL import Image, ImageCms
+from PIL import Image
 
 from codeformer.data._imagebytes import (
     EXIF_HEAD,
     ORIENTATION,
+    cmyk_to_rgb,
+    decode_16bit,
     exif_for_new_pixels,
+    needs_16bit_decoder,
     orient,
     png16,
     reset_orientation,
@@ -244,8 +247,10 @@ def _decode(im: Image.Image, data: bytes, label: str, max_pixels: int) -> Pictur
         im.seek(0)
         im.load()
         orientation = im.getexif().get(ORIENTATION, 1)
-        if _needs_cv2(im, data):
-            pixels, icc = _cv2_decode(data, label, fmt, (width, height)), im.info.get("icc_profile") or None
+        if needs_16bit_decoder(im, data):
+            pixels, icc = decode_16bit(data, (width, height)), im.info.get("icc_profile") or None
+            if pixels is None:
+                raise ImageReadError(label, f"truncated or corrupt {fmt}")
         else:
             pixels, icc, note = _pillow_pixels(im, label)
             notes += [note] if note else []
@@ -281,25 +286,6 @@ def _icc_fits(icc: bytes, channels: int) -> bool:
     return icc[16:20] == (b"GRAY" if channels == 1 else b"RGB ")
 
 
-def _needs_cv2(im: Image.Image, data: bytes) -> bool:
-    """16-bit colour (or grey+alpha) PNG/TIFF, which Pillow would squeeze to 8 bits."""
-    if im.format == "PNG":  # IHDR: bit depth at byte 24, colour type at 25
-        return data[24] == 16 and data[25] in (2, 4, 6)
-    if im.format == "TIFF" and im.mode not in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        bits = getattr(im, "tag_v2", {}).get(258, (8,))
-        return 16 in (bits if isinstance(bits, tuple) else (bits,))
-    return False
-
-
-def _cv2_decode(data: bytes, label: str, fmt: str, size: tuple[int, int]) -> np.ndarray:
-    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    if arr is None or (arr.shape[1], arr.shape[0]) != size or arr.dtype not in (np.uint8, np.uint16):
-        raise ImageReadError(label, f"truncated or corrupt {fmt}")
-    arr = arr[..., None] if arr.ndim == 2 else arr
-    order = {1: [0], 2: [0, 0, 0, 1], 3: [2, 1, 0], 4: [2, 1, 0, 3]}[arr.shape[2]]  # BGR(A) → RGB(A)
-    return arr[..., order]
-
-
 def _pillow_pixels(im: Image.Image, label: str) -> tuple[np.ndarray, bytes | None, str | None]:
     """Pixels (H×W×C uint8/uint16), the ICC profile to keep, and a note, for a loaded Pillow image."""
     icc, mode, note = im.info.get("icc_profile") or None, im.mode, None
@@ -321,7 +307,7 @@ def _pillow_pixels(im: Image.Image, label: str) -> tuple[np.ndarray, bytes | Non
     elif mode in ("LA", "La"):
         im, note = im.convert("RGBA"), "grey+alpha expanded to RGBA"
     elif mode == "CMYK":
-        im, icc, note = _cmyk_to_rgb(im, icc)
+        im, icc, note = cmyk_to_rgb(im, icc)
     elif mode not in ("L", "RGB", "RGBA"):
         try:
             im = im.convert("RGBA" if "A" in im.getbands() else "RGB")
@@ -330,18 +316,6 @@ def _pillow_pixels(im: Image.Image, label: str) -> tuple[np.ndarray, bytes | Non
         note = f"{mode} converted to {im.mode}" if mode not in ("RGBX", "RGBa") else None
     arr = np.asarray(im)
     return (arr[..., None] if arr.ndim == 2 else arr), icc, note
-
-
-def _cmyk_to_rgb(im: Image.Image, icc: bytes | None) -> tuple[Image.Image, bytes | None, str]:
-    """CMYK → RGB: colour-managed to sRGB (and tagged sRGB) when the file has a CMYK profile."""
-    if icc:
-        with contextlib.suppress(ImageCms.PyCMSError, OSError, ValueError):
-            src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
-            srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
-            rgb = ImageCms.profileToProfile(im, src, srgb, outputMode="RGB")
-            if rgb is not None:
-                return rgb, srgb.tobytes(), "CMYK converted to sRGB with its ICC profile"
-    return im.convert("RGB"), None, "CMYK converted to RGB"
 
 
 # ---------------------------------------------------------------------------------------------- writing
