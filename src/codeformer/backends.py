@@ -24,7 +24,10 @@ def default_onnx_path(source: Path) -> Path:
 
 
 def _providers(device: str) -> list[str]:
-    import onnxruntime as ort
+    try:
+        import onnxruntime as ort
+    except ModuleNotFoundError as exc:
+        raise RuntimeError("onnxruntime is not installed: pip install 'codeformer[onnx]'") from exc
 
     if device == "cpu":
         return ["CPUExecutionProvider"]

@@ -10,6 +10,8 @@ import argparse
 import logging
 import sys
 
+from codeformer.train.commands import add_codes, add_train
+
 
 def _add_download(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("download", help="list or fetch the released weight files (verified, cached)")
@@ -397,8 +399,13 @@ def _run_serve(args: argparse.Namespace) -> int:
     from codeformer import weights
     from codeformer.backends import load_face_model
     from codeformer.face.pipeline import Restorer
-    from codeformer.serve.app import ServeConfig, create_app
-    from codeformer.serve.server import run
+
+    try:
+        from codeformer.serve.app import ServeConfig, create_app
+        from codeformer.serve.server import run
+    except ModuleNotFoundError as exc:
+        print(f"codeformer serve: {exc.name} is not installed: pip install 'codeformer[serve]'", file=sys.stderr)
+        return 1
 
     problem = _device_problem(args.device)
     if problem or (args.onnx and args.runtime != "onnx"):
@@ -427,6 +434,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate(sub)
     _add_export_onnx(sub)
     _add_serve(sub)
+    add_train(sub)
+    add_codes(sub)
     return parser
 
 

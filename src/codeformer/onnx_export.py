@@ -19,6 +19,7 @@ numerically but only writes opset >= 18 for this network (onnx has no Pad adapte
 
 from __future__ import annotations
 
+import importlib
 import io
 import logging
 import os
@@ -39,6 +40,14 @@ INPUT_W = "w"
 OUTPUT = "restored"
 EXPORTERS = ("torchscript", "dynamo")
 LICENCE_NOTE = "CodeFormer weights: S-Lab License 1.0 (non-commercial); see the codeformer package."
+
+
+def _require(module: str):  # noqa: ANN202 - returns a module
+    """Import an optional dependency, or fail with the install command."""
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        raise RuntimeError(f"{module} is not installed: pip install 'codeformer[onnx]'") from exc
 
 
 class RestoreGraph(nn.Module):
@@ -64,7 +73,9 @@ def _example_inputs(model: CodeFormer, batch: int) -> tuple[torch.Tensor, torch.
 def _export_proto(graph: RestoreGraph, example: tuple[torch.Tensor, torch.Tensor], opset: int,
                   dynamic_batch: bool, exporter: str):
     """Run the chosen torch exporter; returns an onnx.ModelProto."""
-    import onnx
+    onnx = _require("onnx")
+    if exporter == "dynamo":
+        _require("onnxscript")
 
     names = {"input_names": [INPUT_IMAGE, INPUT_W], "output_names": [OUTPUT]}
     if exporter == "torchscript":
@@ -139,8 +150,7 @@ class OnnxRestorer:
 
     def __init__(self, path: str | os.PathLike[str], providers: Sequence[str] | None = None,
                  threads: int | None = None) -> None:
-        import onnxruntime as ort
-
+        ort = _require("onnxruntime")
         options = ort.SessionOptions()
         if threads is not None:
             options.intra_op_num_threads = threads
