@@ -66,6 +66,7 @@ def test_png_8bit_read_exact(tmp_path: Path, mode: str, channels: int) -> None:
     assert np.array_equal(pic.pixels, arr)
     assert pic.format == "PNG" and pic.note is None
     assert pic.is_grey == (channels == 1)
+    assert pic.pixels.flags.writeable and pic.pixels.flags.c_contiguous
 
 
 def test_16bit_grey_png(tmp_path: Path) -> None:

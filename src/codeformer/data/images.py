@@ -5,6 +5,7 @@ Here a file becomes a :class:`Picture` (pixels in the file's own layout and dept
 the model works on :func:`rgb_float`, and :func:`from_rgb_float` rebuilds the input's layout.
 Every failure is an :class:`ImageReadError` / :class:`ImageWriteError` with a one-line message
 ``"<name>: <problem>"``. Pillow's global MAX_IMAGE_PIXELS is never changed: sizes are checked here.
+Format details Pillow gets wrong (16-bit colour, CMYK, EXIF patching) are in ``_imagebytes``.
 """
 
 from __future__ import annotations
@@ -93,10 +94,12 @@ class Picture:
 
     @property
     def has_alpha(self) -> bool:
+        """True for RGBA (C = 4)."""
         return self.pixels.shape[2] == 4
 
     @property
     def bit_depth(self) -> int:
+        """8 (uint8) or 16 (uint16)."""
         return 16 if self.pixels.dtype == np.uint16 else 8
 
 
@@ -270,7 +273,7 @@ def _decode(im: Image.Image, data: bytes, label: str, max_pixels: int) -> Pictur
     if icc is not None and not _icc_fits(icc, pixels.shape[2]):
         notes.append(f"ICC profile dropped (a {icc[16:20].decode('latin-1').strip()!r} profile)")
         icc = None
-    pixels = np.ascontiguousarray(pixels)
+    pixels = np.require(pixels, requirements=["C", "W"])  # Pillow's arrays are read-only views of bytes
     return Picture(pixels, fmt, icc, exif, looks_grey(pixels), "; ".join(notes) or None)
 
 
