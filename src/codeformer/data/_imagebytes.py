@@ -147,6 +147,8 @@ def tiff16(px: np.ndarray, icc: bytes | None) -> bytes:
     diff = px.astype("<u2")
     diff[:, 1:] -= px[:, :-1]  # predictor 2: wrapping differences along each row
     strip = zlib.compress(diff.tobytes(), 6)
+    if len(strip) + len(icc or b"") > 0xFFFF0000:  # classic TIFF offsets are 32-bit
+        raise ValueError("image too large for a TIFF file (4 GB); use PNG")
     tags = [(256, 4, [w]), (257, 4, [h]), (258, 3, [16] * c), (259, 3, [8]), (262, 3, [2]), (273, 4, [0]),
             (277, 3, [c]), (278, 4, [h]), (279, 4, [len(strip)]), (284, 3, [1]), (317, 3, [2]),
             (339, 3, [1] * c)] + ([(338, 3, [2])] if c == 4 else []) + ([(34675, 7, icc)] if icc else [])
