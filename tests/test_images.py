@@ -298,6 +298,25 @@ def test_icc_and_exif_survive_write(tmp_path: Path, ext: str) -> None:
     assert Image.open(tmp_path / f"o{ext}").getexif()[0x010F] == "TestCam"
 
 
+@pytest.mark.parametrize(("ext", "dtype"), [(".jpg", np.uint8), (".png", np.uint8), (".tif", np.uint8),
+                                             (".png", np.uint16), (".tif", np.uint16)])
+def test_dpi_kept_and_scaled_with_the_size(tmp_path: Path, ext: str, dtype: type) -> None:
+    path = tmp_path / f"scan{ext}"
+    write_image(path, Picture(gradient(dtype=dtype), dpi=(300.0, 600.0)))
+    pic = read_image(path)
+    assert pic.dpi is not None and np.allclose(pic.dpi, (300, 600), rtol=1e-3)
+    assert Image.open(path).info["dpi"] == pytest.approx((300, 600), rel=1e-3)  # Pillow agrees
+    doubled = from_rgb_float(pic, np.zeros((48, 64, 3), np.float32))  # 2× upscale: same print size
+    assert np.allclose(doubled.dpi, (600, 1200), rtol=1e-3)
+
+
+def test_dpi_follows_a_quarter_turn(tmp_path: Path) -> None:
+    Image.fromarray(gradient()).save(tmp_path / "r.jpg", dpi=(100, 200), exif=exif_bytes(6))
+    pic = read_image(tmp_path / "r.jpg")
+    assert pic.dpi == (200.0, 100.0)
+    assert read_image(png_bytes(gradient())).dpi is None
+
+
 def test_animated_gif_first_frame(tmp_path: Path) -> None:
     frames = [Image.new("RGB", (10, 8), (20 * i, 100, 200)) for i in range(12)]
     frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:], duration=50)

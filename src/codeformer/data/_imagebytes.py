@@ -124,8 +124,8 @@ def cmyk_to_rgb(im: Image.Image, icc: bytes | None) -> tuple[Image.Image, bytes 
     return im.convert("RGB"), None, "CMYK converted to RGB"
 
 
-def png16(px: np.ndarray, meta: dict[str, bytes]) -> bytes:
-    """16-bit RGB/RGBA PNG via OpenCV (Pillow cannot), with iCCP/eXIf chunks added after IHDR."""
+def png16(px: np.ndarray, meta: dict[str, bytes], dpi: tuple[float, float] | None) -> bytes:
+    """16-bit RGB/RGBA PNG via OpenCV (Pillow cannot), with iCCP/eXIf/pHYs chunks added after IHDR."""
     ok, buf = cv2.imencode(".png", np.ascontiguousarray(px[..., [2, 1, 0, 3][: px.shape[2]]]))
     if not ok:
         raise ValueError("OpenCV could not encode a 16-bit PNG")
@@ -135,34 +135,39 @@ def png16(px: np.ndarray, meta: dict[str, bytes]) -> bytes:
     if "exif" in meta:
         exif = meta["exif"]
         chunks.append((b"eXIf", exif[len(EXIF_HEAD):] if exif.startswith(EXIF_HEAD) else exif))
+    if dpi:
+        chunks.append((b"pHYs", struct.pack(">IIB", *(round(d / 0.0254) for d in dpi), 1)))  # per metre
     data, ihdr_end = buf.tobytes(), 8 + 8 + 13 + 4
     extra = b"".join(struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
                      for kind, body in chunks)
     return data[:ihdr_end] + extra + data[ihdr_end:]
 
 
-def tiff16(px: np.ndarray, icc: bytes | None) -> bytes:
-    """16-bit RGB/RGBA baseline TIFF (one deflate strip, horizontal predictor, ICC tag, straight alpha)."""
+def tiff16(px: np.ndarray, icc: bytes | None, dpi: tuple[float, float] | None) -> bytes:
+    """16-bit RGB/RGBA baseline TIFF: one deflate strip with horizontal predictor, straight alpha,
+    ICC profile and resolution tags when given."""
     h, w, c = px.shape
     diff = px.astype("<u2")
     diff[:, 1:] -= px[:, :-1]  # predictor 2: wrapping differences along each row
     strip = zlib.compress(diff.tobytes(), 6)
     if len(strip) + len(icc or b"") > 0xFFFF0000:  # classic TIFF offsets are 32-bit
         raise ValueError("image too large for a TIFF file (4 GB); use PNG")
-    tags = [(256, 4, [w]), (257, 4, [h]), (258, 3, [16] * c), (259, 3, [8]), (262, 3, [2]), (273, 4, [0]),
+    # (tag, type, values): type 3 SHORT, 4 LONG, 5 RATIONAL (pairs), 7 UNDEFINED (bytes); strip at offset 8
+    tags = [(256, 4, [w]), (257, 4, [h]), (258, 3, [16] * c), (259, 3, [8]), (262, 3, [2]), (273, 4, [8]),
             (277, 3, [c]), (278, 4, [h]), (279, 4, [len(strip)]), (284, 3, [1]), (317, 3, [2]),
             (339, 3, [1] * c)] + ([(338, 3, [2])] if c == 4 else []) + ([(34675, 7, icc)] if icc else [])
+    if dpi:
+        tags += [(282, 5, [round(dpi[0] * 1000), 1000]), (283, 5, [round(dpi[1] * 1000), 1000]), (296, 3, [2])]
     ifd_at = 8 + len(strip) + (len(strip) & 1)
     out_of_line = ifd_at + 2 + 12 * len(tags) + 4
     entries, extra = b"", b""
     for tag, kind, values in sorted(tags, key=lambda t: t[0]):
         value = bytes(values) if kind == 7 else struct.pack(f"<{len(values)}{'H' if kind == 3 else 'I'}", *values)
-        if tag == 273:
-            value = struct.pack("<I", 8)
+        count = len(values) // 2 if kind == 5 else len(values)
         if len(value) <= 4:
-            entries += struct.pack("<HHI", tag, kind, len(values)) + value.ljust(4, b"\0")
+            entries += struct.pack("<HHI", tag, kind, count) + value.ljust(4, b"\0")
         else:
-            entries += struct.pack("<HHII", tag, kind, len(values), out_of_line + len(extra))
+            entries += struct.pack("<HHII", tag, kind, count, out_of_line + len(extra))
             extra += value + b"\0" * (len(value) & 1)
     header = b"II*\0" + struct.pack("<I", ifd_at)
     ifd = struct.pack("<H", len(tags)) + entries + b"\0\0\0\0"

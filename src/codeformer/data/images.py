@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import numbers
 import os
 import secrets
 import stat
@@ -78,6 +79,7 @@ class Picture:
     source depth). format: Pillow's name ("PNG", "JPEG", ...). icc_profile / exif: raw bytes or None;
     exif starts with ``b"Exif\\0\\0"`` and its orientation is 1 (already applied to ``pixels``).
     is_grey: one channel, or colour channels (near) identical. note: what reading changed, or None.
+    dpi: (horizontal, vertical) resolution from the file, or None.
     """
 
     pixels: np.ndarray
@@ -86,6 +88,7 @@ class Picture:
     exif: bytes | None = None
     is_grey: bool = False
     note: str | None = None
+    dpi: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         p = self.pixels
@@ -144,8 +147,9 @@ def from_rgb_float(pic: Picture, rgb: np.ndarray) -> Picture:
     The result has ``pic``'s layout and depth: one channel (Rec. 601 luma) if ``pic`` had one, its
     alpha resized to H'×W' if it had alpha, uint16 if it was 16-bit. NaN becomes 0 and values are
     clipped to [0, 1] before scaling, so nothing can wrap around (issue #222: black output).
-    Metadata (format, ICC, EXIF, is_grey) is carried over; note is None. In the EXIF, the pixel
-    dimensions are updated and the thumbnail (a preview of the unrestored input) is removed.
+    Metadata (format, ICC, EXIF, is_grey, dpi) is carried over; note is None. The dpi is scaled with
+    the size, so the print size stays; in the EXIF, the pixel dimensions are updated and the
+    thumbnail (a preview of the unrestored input) is removed.
     """
     rgb = np.asarray(rgb, dtype=np.float32)
     if rgb.ndim != 3 or rgb.shape[2] != 3:
@@ -161,8 +165,10 @@ def from_rgb_float(pic: Picture, rgb: np.ndarray) -> Picture:
             shrink = h * w < alpha.size
             alpha = cv2.resize(alpha, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
         out = np.concatenate([out, alpha[..., None]], axis=2)
-    exif = exif_for_new_pixels(pic.exif, out.shape[1], out.shape[0]) if pic.exif else None
-    return Picture(np.ascontiguousarray(out), pic.format, pic.icc_profile, exif, pic.is_grey, None)
+    (h, w), (h0, w0) = out.shape[:2], pic.pixels.shape[:2]
+    exif = exif_for_new_pixels(pic.exif, w, h) if pic.exif else None
+    dpi = (pic.dpi[0] * w / w0, pic.dpi[1] * h / h0) if pic.dpi else None
+    return Picture(np.ascontiguousarray(out), pic.format, pic.icc_profile, exif, pic.is_grey, None, dpi)
 
 
 # ---------------------------------------------------------------------------------------------- reading
@@ -266,15 +272,23 @@ def _decode(im: Image.Image, data: bytes, label: str, max_pixels: int) -> Pictur
     exif = im.info.get("exif") or None
     if exif is not None and not exif.startswith(EXIF_HEAD):
         exif = EXIF_HEAD + exif
+    dpi = im.info.get("dpi")
+    dpi = (float(dpi[0]), float(dpi[1])) if _valid_dpi(dpi) else None
     if orientation in range(2, 9):
         pixels = orient(pixels, orientation)
+        dpi = dpi[::-1] if dpi and orientation >= 5 else dpi  # a quarter turn swaps x and y
         if exif is not None and (exif := reset_orientation(exif)) is None:
             notes.append("EXIF dropped (unreadable, and its orientation was applied)")
     if icc is not None and not _icc_fits(icc, pixels.shape[2]):
         notes.append(f"ICC profile dropped (a {icc[16:20].decode('latin-1').strip()!r} profile)")
         icc = None
     pixels = np.require(pixels, requirements=["C", "W"])  # Pillow's arrays are read-only views of bytes
-    return Picture(pixels, fmt, icc, exif, looks_grey(pixels), "; ".join(notes) or None)
+    return Picture(pixels, fmt, icc, exif, looks_grey(pixels), "; ".join(notes) or None, dpi)
+
+
+def _valid_dpi(dpi: object) -> bool:
+    return (isinstance(dpi, tuple) and len(dpi) == 2
+            and all(isinstance(d, numbers.Real) and 1 <= d <= 100_000 for d in dpi))
 
 
 def _amount(n: int) -> str:
@@ -403,11 +417,13 @@ def _encode_into(fp: BinaryIO, pic: Picture, fmt: str, quality: int) -> str | No
             del meta["exif"]
             notes.append("EXIF not written (over the 64 KiB a JPEG can hold)")
     if px.dtype == np.uint16 and px.shape[2] > 1:
-        fp.write(png16(px, meta) if fmt == "PNG" else tiff16(px, meta.get("icc_profile")))
+        fp.write(png16(px, meta, pic.dpi) if fmt == "PNG" else tiff16(px, meta.get("icc_profile"), pic.dpi))
         if "exif" in meta and fmt == "TIFF":
             notes.append("EXIF not written (16-bit colour TIFF)")
         return "; ".join(notes) or None
     options: dict[str, object] = dict(meta)
+    if pic.dpi and fmt in ("JPEG", "PNG", "TIFF"):
+        options["dpi"] = pic.dpi
     if fmt == "JPEG":
         options.update(quality=quality, subsampling=0 if quality >= 90 else 2)
     elif fmt == "WEBP":  # exact: keep the colour under transparent pixels
