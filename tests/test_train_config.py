@@ -79,7 +79,8 @@ def test_overrides_and_effective_config_round_trip(tmp_path: Path):
 
 
 def test_fp16_needs_cuda():
-    from codeformer.train.runtime import DistInfo, Stepper
     import torch
+
+    from codeformer.train.runtime import DistInfo, Stepper
     with pytest.raises(ConfigError, match="fp16"):
         Stepper(torch.device("cpu"), "fp16", DistInfo())
