@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass, field
 from importlib import resources
 from typing import Annotated
 
+import numpy as np
 from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -80,6 +81,26 @@ class ApiError(Exception):
         self.headers = headers
 
 
+class _Admission:
+    """At most `limit` restorations at once; more are refused (503) rather than queued without bound."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.count = 0
+        self._lock = threading.Lock()
+
+    def try_enter(self) -> bool:
+        with self._lock:
+            if self.count >= self.limit:
+                return False
+            self.count += 1
+            return True
+
+    def leave(self) -> None:
+        with self._lock:
+            self.count -= 1
+
+
 class _LockedDetector:
     """One detection at a time: dlib models are loaded lazily and are not documented as thread-safe."""
 
@@ -87,7 +108,7 @@ class _LockedDetector:
         self.detector = detector
         self._lock = threading.Lock()
 
-    def detect(self, rgb, min_face: float = 0.0) -> list[Face]:  # noqa: ANN001 - same signature as FaceDetector
+    def detect(self, rgb: np.ndarray, min_face: float = 0.0) -> list[Face]:
         with self._lock:
             return self.detector.detect(rgb, min_face=min_face)
 
@@ -148,9 +169,7 @@ def create_app(restorer: Restorer, config: ServeConfig | None = None) -> FastAPI
     batcher = BatchingModel(restorer.model, max_batch=cfg.max_batch, linger_s=cfg.linger_ms / 1000.0)
     detector = _LockedDetector(restorer.detector or DlibDetector())
     shared = Restorer(batcher, detector=detector, device=restorer.device, options=restorer.options)
-    slots = threading.BoundedSemaphore(cfg.max_pending)
-    in_progress = [0]  # guarded by `count_lock`; read by /healthz
-    count_lock = threading.Lock()
+    admission = _Admission(cfg.max_pending)
 
     app = FastAPI(title="codeformer", version="1", docs_url=None, redoc_url=None, openapi_url="/openapi.json",
                   description="Blind face restoration (CodeFormer). Every error is JSON {\"error\": message}.")
@@ -166,9 +185,7 @@ def create_app(restorer: Restorer, config: ServeConfig | None = None) -> FastAPI
 
     @app.get("/healthz", summary="liveness and queue state")
     def healthz() -> dict[str, object]:
-        with count_lock:
-            busy = in_progress[0]
-        return {"status": "ok", "in_progress": busy, "max_pending": cfg.max_pending,
+        return {"status": "ok", "in_progress": admission.count, "max_pending": cfg.max_pending,
                 "batches": asdict(batcher.stats)}
 
     @app.get("/v1/models", summary="the model behind this server")
@@ -190,19 +207,15 @@ def create_app(restorer: Restorer, config: ServeConfig | None = None) -> FastAPI
                 draw_boxes: Annotated[bool, Form()] = False,
                 format: Annotated[str | None, Form(description="png, jpeg, webp, tiff or bmp")] = None,
                 ) -> Response:
-        if not slots.acquire(blocking=False):
+        if not admission.try_enter():
             raise ApiError(503, f"server busy: {cfg.max_pending} restorations in progress; retry shortly",
                            {"Retry-After": "1"})
-        with count_lock:
-            in_progress[0] += 1
         try:
             opts = RestoreOptions(w=w, upscale=upscale, faces=faces, min_face=min_face, aligned=aligned,
                                   batch_size=cfg.max_batch, draw_boxes=draw_boxes, adain=True)
             return _restore(shared, cfg, request, image, opts, format)
         finally:
-            with count_lock:
-                in_progress[0] -= 1
-            slots.release()
+            admission.leave()
 
     return app
 
