@@ -272,8 +272,9 @@ def _decode(im: Image.Image, data: bytes, label: str, max_pixels: int) -> Pictur
     exif = im.info.get("exif") or None
     if exif is not None and not exif.startswith(EXIF_HEAD):
         exif = EXIF_HEAD + exif
-    dpi = im.info.get("dpi")
-    dpi = (float(dpi[0]), float(dpi[1])) if _valid_dpi(dpi) else None
+    dpi = im.info.get("dpi")  # only kept when it is two sane numbers
+    ok = isinstance(dpi, tuple) and len(dpi) == 2 and all(isinstance(d, numbers.Real) and 1 <= d <= 1e5 for d in dpi)
+    dpi = (float(dpi[0]), float(dpi[1])) if ok else None
     if orientation in range(2, 9):
         pixels = orient(pixels, orientation)
         dpi = dpi[::-1] if dpi and orientation >= 5 else dpi  # a quarter turn swaps x and y
@@ -286,16 +287,9 @@ def _decode(im: Image.Image, data: bytes, label: str, max_pixels: int) -> Pictur
     return Picture(pixels, fmt, icc, exif, looks_grey(pixels), "; ".join(notes) or None, dpi)
 
 
-def _valid_dpi(dpi: object) -> bool:
-    return (isinstance(dpi, tuple) and len(dpi) == 2
-            and all(isinstance(d, numbers.Real) and 1 <= d <= 100_000 for d in dpi))
-
-
 def _amount(n: int) -> str:
     """1_600_000_000 → "1.6 gigapixels", 178_956_970 → "178 megapixels", 500 → "500 pixels"."""
-    if n >= 1_000_000_000:
-        return f"{n / 1e9:.1f} gigapixels"
-    return f"{n // 1_000_000} megapixels" if n >= 1_000_000 else f"{n} pixels"
+    return f"{n / 1e9:.1f} gigapixels" if n >= 10**9 else f"{n // 10**6} megapixels" if n >= 10**6 else f"{n} pixels"
 
 
 def _icc_fits(icc: bytes, channels: int) -> bool:
@@ -337,10 +331,8 @@ def _pillow_pixels(im: Image.Image, label: str) -> tuple[np.ndarray, bytes | Non
 
 # ---------------------------------------------------------------------------------------------- writing
 def encode_image(pic: Picture, format: str, quality: int = 95, name: str = "<stdout>") -> bytes:
-    """The bytes of ``pic`` encoded as ``format`` ("PNG", "JPEG", ...), e.g. for stdout.
-
-    Same conversions as :func:`write_image`; failures raise ImageWriteError starting with ``name``.
-    """
+    """``pic`` encoded as ``format`` ("PNG", "jpg", ...) as :func:`write_image` would, e.g. for stdout;
+    failures raise ImageWriteError starting with ``name``."""
     buf, fmt = io.BytesIO(), _format_name(format)
     try:
         _encode_into(buf, pic, fmt, quality)
