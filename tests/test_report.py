@@ -154,3 +154,15 @@ def test_cli_parses_auto_w_and_sweep() -> None:
         parse_sweep("0,a")
     with pytest.raises(ValueError, match="w-sweep"):
         ReviewOptions(sweep=(0.5, 3.0))
+
+
+def test_noise_is_measured_on_the_photo_grid(astronaut_face: tuple[Face, np.ndarray]) -> None:
+    face, _ = astronaut_face
+    img = load_rgb(ASTRONAUT).astype(np.float64)
+    rng = np.random.default_rng(0)
+    noisy = np.clip(img + rng.normal(0, 10, img.shape[:2])[..., None], 0, 255).astype(np.uint8)  # luma σ 10
+    m = estimate_affine(face.landmarks5)
+    crop, clean_crop = warp_face(noisy, m), warp_face(img.astype(np.uint8), m)
+    measured = measure(crop, face.size, m).noise_sigma
+    assert measured == pytest.approx(10.0, rel=0.3)
+    assert measure(clean_crop, face.size, m).noise_sigma < measured / 2

@@ -4,7 +4,8 @@ The rule (written out in docs/evaluation.md) works on the aligned 512×512 input
 
     size  = clip((face_size − 32) / (256 − 32), 0, 1)                 face side in input px
     blur  = clip(log10(sharpness) / log10(30), 0, 1)                  noise-corrected Laplacian variance of the crop
-    noise = clip(1 − (noise_sigma − 3) / (15 − 3), 0, 1)              Immerkær σ of the crop's luma, 0–255
+    noise = clip(1 − (noise_sigma − 3) / (15 − 3), 0, 1)              Immerkær σ of the luma (0–255), measured
+                                                                      on the photo's pixel grid (`native_region`)
     q     = min(size, blur, noise)                                    the worst factor decides
     w     = 0.3 + (0.9 − 0.3) · q, rounded to 0.05
 
@@ -25,7 +26,7 @@ import cv2
 import numpy as np
 
 from codeformer.data.images import Picture, from_rgb_float
-from codeformer.face.align import crop_side_in_image, estimate_affine, invert_affine, warp_face
+from codeformer.face.align import crop_side_in_image, estimate_affine, invert_affine, transform_points, warp_face
 from codeformer.face.paste import paste_back
 from codeformer.face.pipeline import (
     FaceResult,
@@ -67,10 +68,29 @@ class Degradation:
         return {k: float(np.clip(v, 0.0, 1.0)) for k, v in (("size", size), ("blur", blur), ("noise", noise))}
 
 
-def measure(crop: np.ndarray, face_size: float) -> Degradation:
-    """Degradation of an aligned H×W×3 RGB crop (uint8, or float in [0, 1]; normally 512×512)."""
-    sigma = noise_sigma(crop)
-    return Degradation(float(face_size), sharpness(crop, sigma), sigma)
+def native_region(crop: np.ndarray, affine: np.ndarray | None, face_size: float) -> np.ndarray:
+    """The middle of the face back on its photo's pixel grid, where the photo's pixel noise is white again
+    (enlarging to 512 smooths it away). With the crop's 2×3 `affine` (photo → crop) the crop is warped back by
+    its inverse (bilinear on the dense crop ≈ the photo's own pixels) and the central half is kept; without it
+    the crop is subsampled (nearest) to `face_size`."""
+    n = crop.shape[0]
+    if affine is None:
+        side = int(np.clip(round(face_size), 16, n))
+        return crop if side >= n else cv2.resize(crop, (side, side), interpolation=cv2.INTER_NEAREST)
+    back = invert_affine(affine)  # crop → photo
+    corners = transform_points(np.array([[0.0, 0.0], [n - 1, 0.0], [0.0, n - 1], [n - 1, n - 1]]), back)
+    x0, y0 = np.floor(corners.min(0))
+    w, h = (np.ceil(corners.max(0)) - [x0, y0]).astype(int) + 1
+    back[:, 2] -= (x0, y0)
+    region = cv2.warpAffine(np.ascontiguousarray(crop), back, (int(w), int(h)), flags=cv2.INTER_LINEAR)
+    return region[h // 4: max(h // 4 + 3, 3 * h // 4), w // 4: max(w // 4 + 3, 3 * w // 4)]
+
+
+def measure(crop: np.ndarray, face_size: float, affine: np.ndarray | None = None) -> Degradation:
+    """Degradation of an aligned H×W×3 RGB crop (uint8, or float in [0, 1]; normally 512×512) of a face
+    `face_size` px wide in its photo: sharpness at the crop's scale (an enlarged small face reads as blurred),
+    noise σ on the photo's pixel grid (`native_region`; `affine`: the crop's photo → crop 2×3 matrix)."""
+    return Degradation(float(face_size), sharpness(crop), noise_sigma(native_region(crop, affine, face_size)))
 
 
 def w_from_degradation(degradation: Degradation) -> float:
@@ -80,10 +100,10 @@ def w_from_degradation(degradation: Degradation) -> float:
     return round(round(w / W_STEP) * W_STEP, 2)
 
 
-def auto_w(crop: np.ndarray, face_size: float = 512.0) -> float:
+def auto_w(crop: np.ndarray, face_size: float = 512.0, affine: np.ndarray | None = None) -> float:
     """The fidelity w for an aligned RGB crop (uint8 or float in [0, 1]) of a face `face_size` px wide in its
-    photo: lower for heavier degradation. See the module docstring for the rule."""
-    return w_from_degradation(measure(crop, face_size))
+    photo (`affine`: photo → crop, see `measure`): lower for heavier degradation. Rule: the module docstring."""
+    return w_from_degradation(measure(crop, face_size, affine))
 
 
 class AutoWRestorer:
@@ -109,7 +129,7 @@ class AutoWRestorer:
         detected = self.restorer.detect(rgb, opts)
         affines = [estimate_affine(face.landmarks5) for face in detected]
         crops = [warp_face(rgb, m) for m in affines]
-        ws = [auto_w(crop, crop_side_in_image(m)) for crop, m in zip(crops, affines, strict=True)]
+        ws = [auto_w(crop, crop_side_in_image(m), m) for crop, m in zip(crops, affines, strict=True)]
         t1 = time.perf_counter()
         restored: list[np.ndarray] = [np.empty(0)] * len(crops)
         for w in sorted(set(ws)):  # one batched model call per distinct w

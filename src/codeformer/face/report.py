@@ -72,7 +72,7 @@ def report_face(face: FaceResult, embedder: IdentityEmbedder | None = None,
     """The JSON-able report of one face (see the module docstring). Without an embedder the identity entry is
     None and never flagged."""
     limits = thresholds or ReportThresholds()
-    degradation = measure(face.cropped, face.face_size)
+    degradation = measure(face.cropped, face.face_size, face.affine)
     record: dict = {
         "box": [round(float(v), 2) for v in face.box],
         "score": round(float(face.score), 4),
