@@ -496,6 +496,19 @@ def test_damaged_files_only_raise_image_read_error(fmt: str) -> None:
 def test_exif_helpers_survive_garbage() -> None:
     from codeformer.data._imagebytes import exif_for_new_pixels, reset_orientation
 
+    odd = bytearray(exif_bytes(6))  # orientation stored as an SLONG, which the in-place patch skips
+    exif = Image.Exif()
+    exif.load(bytes(odd))
+    assert exif[0x0112] == 6
+    e = "<" if odd[6:8] == b"II" else ">"
+    ifd0 = 6 + struct.unpack_from(e + "I", odd, 10)[0]
+    for i in range(struct.unpack_from(e + "H", odd, ifd0)[0]):
+        entry = ifd0 + 2 + 12 * i
+        if struct.unpack_from(e + "H", odd, entry)[0] == 0x0112:
+            struct.pack_into(e + "HIH", odd, entry + 2, 9, 1, 0)  # type SLONG: not patchable in place
+            struct.pack_into(e + "i", odd, entry + 8, 6)
+    exif.load(reset_orientation(bytes(odd)))
+    assert exif[0x0112] == 1 and exif[0x010F] == "TestCam"  # re-serialised by Pillow instead
     for junk in (b"", b"Exif\0\0", b"Exif\0\0MM\0*\xff\xff\xff\xff", bytes(range(256))):
         assert reset_orientation(junk) is None or isinstance(reset_orientation(junk), bytes)
         assert exif_for_new_pixels(junk, 10, 10) == junk

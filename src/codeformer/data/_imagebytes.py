@@ -41,30 +41,35 @@ def _ifd(exif: bytes, endian: str, at: int) -> tuple[list[tuple[int, int, int, i
     return entries, at + 2 + 12 * count
 
 
-def _set(out: bytearray, endian: str, entries: list[tuple[int, int, int, int]], values: dict[int, int]) -> None:
-    for tag, kind, count, pos in entries:  # single SHORT/LONG values only, left-justified in the field
+def _set(out: bytearray, endian: str, entries: list[tuple[int, int, int, int]], values: dict[int, int]) -> set[int]:
+    """Write ``values`` into matching single SHORT/LONG entries (left-justified); the tags written."""
+    done = set()
+    for tag, kind, count, pos in entries:
         if tag in values and count == 1 and kind in (3, 4):
             if kind == 3 and values[tag] > 0xFFFF:  # too big for a SHORT: the entry becomes a LONG
                 kind = 4
                 struct.pack_into(endian + "H", out, pos - 6, kind)
             struct.pack_into(endian + ("H" if kind == 3 else "I"), out, pos, values[tag])
+            done.add(tag)
+    return done
 
 
-def _patch(exif: bytes, ifd0: dict[int, int], exif_ifd: dict[int, int], drop_ifd1: bool) -> bytes:
+def _patch(exif: bytes, ifd0: dict[int, int], exif_ifd: dict[int, int], drop_ifd1: bool) -> tuple[bytes, set[int]]:
     """Overwrite values in IFD0 and the Exif sub-IFD in place, keeping all other bytes; ``drop_ifd1``
-    unlinks the thumbnail directory. Raises KeyError/struct.error on a layout it cannot read."""
+    unlinks the thumbnail directory. Returns the new bytes and the tags written; raises
+    KeyError/struct.error on a layout it cannot read."""
     base = len(EXIF_HEAD)
     endian = {b"II": "<", b"MM": ">"}[exif[base:base + 2]]
     out = bytearray(exif)
     entries, next_at = _ifd(exif, endian, base + struct.unpack_from(endian + "I", exif, base + 4)[0])
     if drop_ifd1:
         struct.pack_into(endian + "I", out, next_at, 0)
-    _set(out, endian, entries, ifd0)
+    done = _set(out, endian, entries, ifd0)
     pointer = [pos for tag, kind, count, pos in entries if tag == 0x8769 and kind in (4, 13) and count == 1]
     if exif_ifd and pointer:
         sub = base + struct.unpack_from(endian + "I", exif, pointer[0])[0]
-        _set(out, endian, _ifd(exif, endian, sub)[0], exif_ifd)
-    return bytes(out)
+        done |= _set(out, endian, _ifd(exif, endian, sub)[0], exif_ifd)
+    return bytes(out), done
 
 
 def reset_orientation(exif: bytes) -> bytes | None:
@@ -73,7 +78,9 @@ def reset_orientation(exif: bytes) -> bytes | None:
     An unusual layout is re-serialised by Pillow; None when even that fails (better no EXIF than
     EXIF that makes viewers rotate the already-rotated pixels again)."""
     with contextlib.suppress(KeyError, struct.error):
-        return _patch(exif, {ORIENTATION: 1}, {}, drop_ifd1=False)
+        patched, done = _patch(exif, {ORIENTATION: 1}, {}, drop_ifd1=False)
+        if ORIENTATION in done:
+            return patched
     try:
         parsed = Image.Exif()
         parsed.load(exif)
@@ -87,7 +94,7 @@ def exif_for_new_pixels(exif: bytes, width: int, height: int) -> bytes:
     """EXIF for restored pixels: PixelX/YDimension set to ``width``/``height`` and the embedded
     thumbnail (a preview of the unrestored input) unlinked. Unreadable layouts are returned as is."""
     with contextlib.suppress(KeyError, struct.error):
-        return _patch(exif, {}, {0xA002: width, 0xA003: height}, drop_ifd1=True)
+        return _patch(exif, {}, {0xA002: width, 0xA003: height}, drop_ifd1=True)[0]
     return exif
 
 
