@@ -156,3 +156,14 @@ def test_stage3_follows_schedule(faces, stage1_run, stage2_run, tmp_path):
     assert all(("l1" in r) == (r["w"] is not None) for r in rows)  # code-only steps have no pixel loss
     assert all(("d_loss" in r) == (r["w"] is not None and r["step"] >= 6) for r in rows)
     assert (out / "net_g_ema.pth").is_file() and (out / "net_d.pth").is_file()
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_bf16_autocast_step_on_cpu(faces, tmp_path, stage: int):
+    extra = ("losses.d_start=1",) if stage == 1 else ("vqgan_path=null", "random_init=true")
+    cfg = tiny_config(stage, faces, tmp_path, "run.precision=bf16", *extra)
+    st = build_state(cfg, CPU, DistInfo())
+    _, batch = next(batches(build_dataset(cfg.data, 0), cfg.data, DistInfo(), 0, 0, 1))
+    metrics = st.parts.step(batch, 1, st.stepper)
+    assert all(v is None or torch.isfinite(torch.tensor(v)) for v in metrics.values())
+    assert all(p.dtype == torch.float32 for p in st.parts.modules["net_g"].parameters())  # fp32 master weights

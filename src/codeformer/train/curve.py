@@ -46,12 +46,13 @@ def _panel(draw: ImageDraw.ImageDraw, box: tuple[int, int], name: str, points: l
 def draw_loss_curve(records: Sequence[dict], path: str | Path, keys: Sequence[str], columns: int = 2) -> None:
     """Write a PNG with one panel per metric in `keys` found in `records` (JSONL log rows with a `step`).
 
-    Metrics absent or null in a row are skipped for that row; metrics never present get no panel. The file
+    Metrics absent or null in a row are skipped for that row; metrics never present (or always 0, like a
+    perceptual term of weight 0) get no panel. The file
     is written to a temporary name and renamed.
     """
     series = {k: [(int(r["step"]), float(r[k])) for r in records if isinstance(r.get(k), (int, float))]
               for k in keys}
-    series = {k: v for k, v in series.items() if v}
+    series = {k: v for k, v in series.items() if any(value != 0.0 for _, value in v)}  # skip absent / all-zero
     if not series:
         return
     rows = math.ceil(len(series) / columns)
