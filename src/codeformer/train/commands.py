@@ -81,3 +81,31 @@ def run_codes(args: argparse.Namespace) -> int:
         return 1
     print(report, file=sys.stderr)
     return 0
+
+
+def add_prepare_faces(sub: argparse._SubParsersAction) -> None:
+    """Declare `codeformer prepare-faces SRC -o DST [--size N] [--min-face PX] [--faces all|largest|center]`."""
+    p = sub.add_parser("prepare-faces", help="detect and align the faces of a photo folder into training crops")
+    p.add_argument("src", metavar="SRC", help="folder of photos (searched recursively)")
+    p.add_argument("-o", "--output", required=True, metavar="DST", help="folder for the aligned PNG crops")
+    p.add_argument("--size", type=int, default=512, help="crop side in px (default 512, the FFHQ template)")
+    p.add_argument("--min-face", type=float, default=64.0, metavar="PX", help="smallest face box side (px)")
+    p.add_argument("--faces", choices=("all", "largest", "center"), default="all", help="which faces per photo")
+    p.set_defaults(func=run_prepare_faces)
+
+
+def run_prepare_faces(args: argparse.Namespace) -> int:
+    """Detect, align and write the crops; exit code 1 if no crop was written."""
+    from ..face.detection import DlibDetector
+    from .prepare import prepare_faces
+
+    try:
+        report = prepare_faces(args.src, args.output, DlibDetector(), size=args.size, min_face=args.min_face,
+                               faces=args.faces)
+    except (FileNotFoundError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for path, reason in report.failed:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    print(report.summary(), file=sys.stderr)
+    return 0 if report.crops else 1
