@@ -10,7 +10,7 @@ import argparse
 import logging
 import sys
 
-from codeformer.train.commands import add_codes, add_train
+from codeformer.train.commands import add_codes, add_prepare_faces, add_train
 
 
 def _add_download(sub: argparse._SubParsersAction) -> None:
@@ -436,6 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve(sub)
     add_train(sub)
     add_codes(sub)
+    add_prepare_faces(sub)
     return parser
 
 
