@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 log = logging.getLogger(__name__)
@@ -45,8 +46,9 @@ def run_train(args: argparse.Namespace) -> int:
     except (ConfigError, CheckpointError, WeightsError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(f"done: {Path(out) / 'net_g_ema.pth'} (log {Path(out) / 'log.jsonl'}, curve {Path(out) / 'loss_curve.png'})",
-          file=sys.stderr)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 reports
+        print(f"done: {Path(out) / 'net_g_ema.pth'} (log {Path(out) / 'log.jsonl'}, curve "
+              f"{Path(out) / 'loss_curve.png'})", file=sys.stderr)
     return 0
 
 
