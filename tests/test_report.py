@@ -166,3 +166,26 @@ def test_noise_is_measured_on_the_photo_grid(astronaut_face: tuple[Face, np.ndar
     measured = measure(crop, face.size, m).noise_sigma
     assert measured == pytest.approx(10.0, rel=0.3)
     assert measure(clean_crop, face.size, m).noise_sigma < measured / 2
+
+
+def test_restore_cli_with_report_and_auto_w(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    import codeformer.checkpoint
+    from codeformer.cli import main
+
+    model = RecordingModel()
+    monkeypatch.setattr(codeformer.checkpoint, "load_codeformer", lambda path, device="cpu": model)
+    fake_weights = tmp_path / "codeformer.pth"
+    fake_weights.write_bytes(b"stand-in: load_codeformer is replaced")
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "astronaut.png").write_bytes(ASTRONAUT.read_bytes())
+    out = tmp_path / "out"
+    rc = main(["restore", str(src), "-o", str(out), "--weights", str(fake_weights), "-w", "auto", "--report", "json",
+               "--no-progress"])
+    assert rc == 0
+    assert "report: 1 face(s); flagged:" in capsys.readouterr().err
+    doc = json.loads((out / "astronaut.png.report.json").read_text())
+    assert doc["faces"][0]["w"] == doc["faces"][0]["w_auto"] == model.calls[0][1]
+    assert not (out / "report.html").exists()
+    assert main(["restore", "-", "--weights", str(fake_weights), "--report", "json"]) == 2
