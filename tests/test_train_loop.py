@@ -17,7 +17,7 @@ from codeformer.cli import main
 from codeformer.config import OptimConfig
 from codeformer.data.dataset import FaceFolderDataset
 from codeformer.models.vqgan import VQAutoEncoder
-from codeformer.train.loop import find_checkpoint, train
+from codeformer.train.loop import find_checkpoint, list_checkpoints, train
 from codeformer.train.runtime import EMA, lr_factor
 from tests.train_support import CONFIGS, one_thread, tiny_config, tiny_faces  # noqa: F401 (fixture)
 
@@ -117,8 +117,12 @@ def test_cli_train_then_resume(faces, tmp_path, capsys):
             "--set", f"data.root={faces}", "--set", "run.iterations=2", "--set", "run.checkpoint_every=1"]
     assert main(args) == 0
     assert "net_g_ema.pth" in capsys.readouterr().err
-    assert main(["train", "--resume", str(out), "--no-progress", "--set", "run.iterations=3"]) == 0
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_000001", "step_000002"]
+    (out / "checkpoints" / "step_000009.tmp").mkdir()  # an unfinished save is never resumed from
+    assert main(["train", "--resume", str(out), "--no-progress", "--set", "run.iterations=3",
+                 "--set", "run.keep_checkpoints=1"]) == 0
     assert find_checkpoint(out).name == "step_000003"
+    assert [p.name for p in list_checkpoints(out)] == ["step_000003"]  # older ones pruned
     assert (out / "loss_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main(["train", "--config", str(tmp_path / "missing.yaml")]) == 1
     assert "missing.yaml" in capsys.readouterr().err

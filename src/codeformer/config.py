@@ -253,7 +253,8 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Loop settings: iterations are 1-based steps; checkpoints go to `<out_dir>/checkpoints/step_XXXXXX/`."""
+    """Loop settings: iterations are 1-based steps; checkpoints go to `<out_dir>/checkpoints/step_XXXXXX/`;
+    `keep_checkpoints` > 0 deletes all but that many newest checkpoints (0 keeps all)."""
 
     out_dir: str = "runs/train"
     iterations: int = 1000
@@ -263,6 +264,7 @@ class RunConfig:
     precision: str = "fp32"
     seed: int = 0
     device: str = "auto"
+    keep_checkpoints: int = 0
 
     def __post_init__(self) -> None:
         _check_choice("RunConfig.precision", self.precision, PRECISIONS)

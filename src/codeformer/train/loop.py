@@ -139,12 +139,26 @@ def save_checkpoint(out: Path, step: int, cfg: Any, st: TrainState) -> Path:
     return final
 
 
+def list_checkpoints(out: Path) -> list[Path]:
+    """Complete checkpoint folders `<out>/checkpoints/step_N` (not unfinished `.tmp` ones), oldest first."""
+    found = [p for p in (out / "checkpoints").glob("step_*")
+             if p.name.removeprefix("step_").isdigit() and (p / "state.pt").is_file()]
+    return sorted(found, key=lambda p: int(p.name.removeprefix("step_")))
+
+
+def prune_checkpoints(out: Path, keep: int) -> None:
+    """Delete all but the `keep` newest checkpoints (keep 0: delete none)."""
+    if keep > 0:
+        for old in list_checkpoints(out)[:-keep]:
+            shutil.rmtree(old)
+
+
 def find_checkpoint(path: str | Path) -> Path:
     """A checkpoint folder itself, or the latest `checkpoints/step_*` of a run folder."""
     path = Path(path)
     if (path / "state.pt").is_file():
         return path
-    found = sorted(p for p in (path / "checkpoints").glob("step_*") if (p / "state.pt").is_file())
+    found = list_checkpoints(path)
     if not found:
         raise CheckpointError(f"{path}: no checkpoint (expected state.pt or checkpoints/step_*/state.pt)")
     return found[-1]
@@ -272,6 +286,7 @@ def train(cfg: Any, resume: str | Path | None = None, progress: bool = True) -> 
             bar.set_postfix({k: f"{row[k]:.4g}" for k in CURVE_KEYS if isinstance(row.get(k), float)}, refresh=False)
         if step % cfg.run.checkpoint_every == 0 or step == cfg.run.iterations:
             save_checkpoint(out, step, cfg, st)
+            prune_checkpoints(out, cfg.run.keep_checkpoints)
             draw_loss_curve(MetricLog.read(out / "log.jsonl"), out / "loss_curve.png", CURVE_KEYS)
     bar.close()
     if info.enabled:
