@@ -6,6 +6,7 @@ import pytest
 
 import codeformer.checkpoint
 import codeformer.face.pipeline
+import codeformer.video
 import codeformer.weights
 from codeformer.cli import main
 from tests.video_helpers import IdentityRestorer, NoFaceDetector, audio_packets, decoded, square_frames, write_clip
@@ -18,6 +19,7 @@ def fake_model(monkeypatch, tmp_path):
     monkeypatch.setattr(codeformer.weights, "describe", lambda name: "fake weights")
     monkeypatch.setattr(codeformer.checkpoint, "load_codeformer", lambda *a, **k: IdentityRestorer())
     monkeypatch.setattr(codeformer.face.pipeline, "DlibDetector", NoFaceDetector)
+    monkeypatch.setattr(codeformer.video, "DlibDetector", NoFaceDetector)
 
 
 def test_restore_video_to_a_file_and_to_a_folder(tmp_path, fake_model, capsys):

@@ -198,3 +198,21 @@ def test_unknown_codec_and_container_are_one_line_errors(tmp_path):
     with pytest.raises(VideoError, match="no-such-codec"):
         restore_video(restorer, src, tmp_path / "out.mp4", video=bad_codec)
     assert not (tmp_path / "out.mp4").exists()
+
+
+def test_paste_faces_matches_whole_frame_paste_back():
+    from codeformer.face.align import estimate_affine, invert_affine, warp_face
+    from codeformer.face.paste import paste_back
+    from codeformer.face.pipeline import to_uint8
+    from codeformer.video import paste_faces
+    from tests.video_helpers import SquareDetector
+
+    frame = square_frames(1, h=160, w=240, side=60, squares=2)[0]
+    faces = SquareDetector().detect(frame)
+    affines = [estimate_affine(f.landmarks5) for f in faces]
+    crops = [1.0 - warp_face(frame, m).astype(np.float32) / 255.0 for m in affines]  # far from the input
+    inverses = [invert_affine(m) for m in affines]
+    whole = to_uint8(paste_back(frame.astype(np.float32) / 255.0, crops, inverses, 1))
+    got = paste_faces(frame, crops, inverses, 1)
+    assert got.dtype == np.uint8 and np.abs(got.astype(int) - whole).max() <= 1
+    assert paste_faces(frame, [], [], 1) is frame

@@ -31,8 +31,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from codeformer.face.align import estimate_affine, invert_affine, warp_face
-from codeformer.face.paste import paste_back
+from codeformer.face.align import FACE_SIZE, estimate_affine, invert_affine, warp_face
+from codeformer.face.detection import DlibDetector, filter_faces, select_faces
+from codeformer.face.paste import face_roi, paste_back
 from codeformer.face.pipeline import RestoreOptions, Restorer, to_uint8
 from codeformer.face.tracking import TrackedFace, Tracker, TrackerParams
 from codeformer.video_io import (
@@ -46,7 +47,7 @@ from codeformer.video_io import (
     output_format,
     probe,
 )
-from codeformer.video_stats import FlickerMeter, FrameCounter, Worker, background
+from codeformer.video_stats import FlickerMeter, FrameCounter, Worker, background, release_free_memory
 
 log = logging.getLogger(__name__)
 
@@ -148,9 +149,29 @@ def _prepare_work(work: Path, fingerprint: dict, resume: bool) -> tuple[int, dic
 
 def _frame_faces(restorer: Restorer, opts: RestoreOptions, tracker: Tracker, frame: DecodedFrame,
                  info: VideoInfo) -> list[TrackedFace]:
-    """Detect the faces of one frame and advance the tracks."""
-    faces = restorer.detect(frame.rgb.astype(np.float32) / 255.0, opts)
+    """Detect the faces of one frame (on its uint8 pixels: no full-frame float copy) and advance the tracks."""
+    faces = filter_faces(restorer.detector.detect(frame.rgb, min_face=opts.min_face), min_face=opts.min_face)
+    faces = select_faces(faces, opts.faces, frame.rgb.shape)
     return tracker.update(faces, float(frame.pts * info.time_base))
+
+
+def paste_faces(rgb: np.ndarray, faces: list[np.ndarray], inverse_affines: list[np.ndarray],
+                upscale: int) -> np.ndarray:
+    """`paste.paste_back` for an H×W×3 uint8 frame, returning uint8. At upscale 1 only the region holding the
+    faces' squares is converted to float and composited (the rest is copied), which keeps the per-frame
+    allocations small and the process's memory flat on long clips."""
+    if upscale != 1:
+        return to_uint8(paste_back(rgb.astype(np.float32) / 255.0, faces, inverse_affines, upscale))
+    rois = [r for r in (face_roi(m, FACE_SIZE, rgb.shape[:2]) for m in inverse_affines) if r is not None]
+    if not rois:
+        return rgb
+    x0, y0 = min(r[0] for r in rois), min(r[1] for r in rois)
+    x1, y1 = max(r[2] for r in rois), max(r[3] for r in rois)
+    local = [m - np.array([[0.0, 0.0, x0], [0.0, 0.0, y0]]) for m in inverse_affines]  # into the region's frame
+    region = rgb[y0:y1, x0:x1].astype(np.float32) / 255.0
+    out = rgb.copy()
+    out[y0:y1, x0:x1] = to_uint8(paste_back(region, faces, local, 1))
+    return out
 
 
 def restore_window(restorer: Restorer, opts: RestoreOptions, tracker: Tracker, frames: list[DecodedFrame],
@@ -167,13 +188,7 @@ def restore_window(restorer: Restorer, opts: RestoreOptions, tracker: Tracker, f
     for frame, ms, faces in zip(frames, affines, tracked, strict=True):
         mine = list(restored[k:k + len(ms)])
         k += len(ms)
-        rgb = frame.rgb.astype(np.float32) / 255.0
-        pasted = paste_back(rgb, mine, [invert_affine(m) for m in ms], opts.upscale) if ms else None
-        if pasted is None:
-            pasted_u8 = frame.rgb if opts.upscale == 1 else to_uint8(paste_back(rgb, [], [], opts.upscale))
-        else:
-            pasted_u8 = to_uint8(pasted)
-        out.append((pasted_u8, faces))
+        out.append((paste_faces(frame.rgb, mine, [invert_affine(m) for m in ms], opts.upscale), faces))
     return out
 
 
@@ -253,6 +268,7 @@ def _process(run: _Run, restorer: Restorer, opts: RestoreOptions, video: VideoOp
         bar.update(len(window))
         bar.set_postfix(faces=run.faces, tracks=run.tracker.next_id)
         window.clear()
+        release_free_memory()
 
     try:
         next_index = start_index
@@ -309,6 +325,8 @@ def restore_video(restorer: Restorer, source: str | os.PathLike[str], target: st
         raise VideoError(f"{source}: aligned-crop mode is for photos, not videos")
     output_format(target)
     info = probe(source)
+    if restorer.detector is None:  # as Restorer.detect does on first use
+        restorer.detector = DlibDetector()
     if target.exists() and target.resolve() == source.resolve():
         raise VideoError(f"{target}: the output would overwrite the input")
     work = work_dir(target)

@@ -9,6 +9,8 @@ frames in which the track exists are compared.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import queue
 import threading
 from collections.abc import Callable, Iterator
@@ -114,6 +116,21 @@ class FrameCounter:
     def remove(self, n: int = 1) -> None:
         with self._lock:
             self.held -= n
+
+
+def release_free_memory() -> None:
+    """Give freed heap memory back to the OS (glibc `malloc_trim`; nothing elsewhere).
+
+    Frames are allocated in the decode thread and freed in the encode thread, and each frame brings a few
+    multi-megabyte temporaries; glibc keeps such freed blocks in per-thread arenas, so without a trim the
+    resident size creeps up with clip length (measured at 720p: 770 MB after 30 frames, 930 MB after 90) although
+    the live data stays the same. Calling this once per window keeps it flat."""
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return
+    trim = getattr(ctypes.CDLL(name), "malloc_trim", None)
+    if trim is not None:
+        trim(0)
 
 
 _DONE = object()
