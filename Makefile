@@ -17,7 +17,8 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: setup
-	$(VENV)/bin/codeformer restore examples/grace_hopper.jpg -o results/demo -w 0.7 --save-faces --compare
+	$(VENV)/bin/codeformer restore examples/grace_hopper.jpg -o results/demo -w 0.7 --save-faces --compare \
+		--report html $(if $(WEIGHTS),--weights $(WEIGHTS))
 
 lint: setup
 	$(VENV)/bin/ruff check .
