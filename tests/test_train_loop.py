@@ -142,3 +142,18 @@ def test_cli_codes_match_the_vqgan(faces, tmp_path):
         with torch.no_grad():
             expected = vqgan.encode(item["hq"][None]).indices.flatten()
         assert torch.equal(item["codes"], expected), (i, item["flipped"])
+
+
+def test_stage2_trains_from_precomputed_codes(faces, tmp_path):
+    cfg1 = tiny_config(1, faces, tmp_path)
+    torch.manual_seed(1)
+    save_state_dict(VQAutoEncoder.from_config(cfg1.model).state_dict(), tmp_path / "vq.pth")
+    codes = tmp_path / "codes.pth"
+    assert main(["codes", "--vqgan", str(tmp_path / "vq.pth"), "--data", str(faces), "-o", str(codes),
+                 "--config", str(CONFIGS / "tiny-stage1.yaml"), "--no-progress"]) == 0
+    cfg = tiny_config(2, faces, tmp_path / "run", f"vqgan_path={tmp_path / 'vq.pth'}", f"data.codes_path={codes}",
+                      "run.iterations=2")
+    result = train(cfg, progress=False)
+    assert result.state.parts.step.args[0].hq_vqgan is None  # no VQGAN forward in the step
+    rows = [json.loads(x) for x in (result.out / "log.jsonl").read_text().splitlines()]
+    assert rows[-1]["step"] == 2 and math.isfinite(rows[-1]["cross_entropy"])
