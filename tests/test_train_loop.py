@@ -157,3 +157,23 @@ def test_stage2_trains_from_precomputed_codes(faces, tmp_path):
     assert result.state.parts.step.args[0].hq_vqgan is None  # no VQGAN forward in the step
     rows = [json.loads(x) for x in (result.out / "log.jsonl").read_text().splitlines()]
     assert rows[-1]["step"] == 2 and math.isfinite(rows[-1]["cross_entropy"])
+
+
+def test_stepper_clips_the_global_gradient_norm():
+    from codeformer.train.runtime import DistInfo, Stepper
+
+    net = torch.nn.Linear(8, 8)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    norms = []
+    step = opt.step
+
+    def recording_step(*a, **k):
+        norms.append(torch.linalg.vector_norm(torch.cat([p.grad.flatten() for p in net.parameters()])).item())
+        return step(*a, **k)
+
+    opt.step = recording_step
+    stepper = Stepper(torch.device("cpu"), "fp32", DistInfo())
+    stepper.optimize((net(torch.full((4, 8), 100.0)) ** 2).sum(), opt, grad_clip=0.5)
+    stepper.optimize((net(torch.full((4, 8), 100.0)) ** 2).sum(), opt, grad_clip=None)
+    assert math.isclose(norms[0], 0.5, rel_tol=1e-4) and norms[1] > 1.0
+    assert all(p.grad is None for p in net.parameters())  # zeroed after the step
