@@ -75,7 +75,7 @@ def make_clip(path: Path, frames: int, faces: int) -> None:
             frame = bg.copy()
             for k, patch in enumerate(patches):
                 side = patch.shape[0]
-                x = 40 + k * 420 + int(60 * np.sin(i / 40 + k))
+                x = 100 + k * 420 + int(60 * np.sin(i / 40 + k))  # stays inside 1280 px for every k
                 y = 200 + int(40 * np.cos(i / 50 + k))
                 frame[y:y + side, x:x + side] = patch
             vf = av.VideoFrame.from_ndarray(frame, format="rgb24")

@@ -192,6 +192,8 @@ def test_unknown_codec_and_container_are_one_line_errors(tmp_path):
     src = tmp_path / "in.mp4"
     write_clip(src, square_frames(4, h=48, w=64, side=16), audio=False)
     restorer = Restorer(IdentityRestorer(), NoFaceDetector())
+    with pytest.raises(VideoError, match="WebM holds only"):
+        restore_video(restorer, src, tmp_path / "out.webm", video=QUIET)
     with pytest.raises(VideoError, match="unknown video extension"):
         restore_video(restorer, src, tmp_path / "out.xyz", video=QUIET)
     bad_codec = VideoOptions(progress=False, encode=QUIET.encode.__class__(codec="no-such-codec"))

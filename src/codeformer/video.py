@@ -52,6 +52,7 @@ from codeformer.video_stats import FlickerMeter, FrameCounter, Worker, backgroun
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
+WEBM_CODECS = ("libvpx", "libvpx-vp9", "libaom-av1", "libsvtav1")
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,11 @@ class VideoReport:
         lines = [f"{self.target}: {self.frames} frames in {self.seconds:.1f} s ({fps:.2f} frames/s), "
                  f"{self.faces} faces in {len(self.tracks)} tracks, {len(self.failures)} failed frames, "
                  f"flicker {flicker} ({'smoothed' if self.smooth else 'not smoothed'})"]
+        for k, t in list(self.tracks.items())[:10]:
+            value = f"{t['flicker']:.3f}" if t["flicker"] is not None else "n/a"
+            lines.append(f"  track {k}: {t['frames']} frames ({t['filled']} filled), flicker {value}")
+        if len(self.tracks) > 10:
+            lines.append(f"  ... {len(self.tracks) - 10} more tracks in the JSON report")
         lines += [f"  failed: {line}" for line in self.failures]
         return "\n".join(lines)
 
@@ -323,7 +329,8 @@ def restore_video(restorer: Restorer, source: str | os.PathLike[str], target: st
     source, target = Path(source), Path(target)
     if opts.aligned:
         raise VideoError(f"{source}: aligned-crop mode is for photos, not videos")
-    output_format(target)
+    if output_format(target) == "webm" and video.encode.codec not in WEBM_CODECS:
+        raise VideoError(f"{target}: WebM holds only {', '.join(WEBM_CODECS)} video; choose one with --codec")
     info = probe(source)
     if restorer.detector is None:  # as Restorer.detect does on first use
         restorer.detector = DlibDetector()

@@ -111,7 +111,8 @@ def coded(rgb: np.ndarray, rotation: int) -> np.ndarray:
 
 def decode_frames(info: VideoInfo, failures: list[str]) -> Iterator[DecodedFrame]:
     """Yield every decodable frame of `info.path` in order, upright, one at a time. A packet the decoder rejects
-    is reported in `failures` (one line each) and skipped. Frames without a timestamp, or with one not after the
+    is reported in `failures` (one line each) and skipped; a frame the decoder flags as corrupt (errors concealed)
+    is reported and kept. Frames without a timestamp, or with one not after the
     previous, get the previous + 1 so the encoder always sees increasing times. Flush packets (dts None) go to
     the decoder too, or the last frames would be lost."""
     with _open_input(info.path) as container:
@@ -126,6 +127,8 @@ def decode_frames(info: VideoInfo, failures: list[str]) -> Iterator[DecodedFrame
                 failures.append(f"{info.path}: {where} could not be decoded ({exc.strerror}); skipped")
                 continue
             for frame in frames:
+                if frame.is_corrupt:
+                    failures.append(f"{info.path}: frame {index} decoded with errors (concealed by the decoder); kept")
                 pts = frame.pts
                 if pts is None or (last_pts is not None and pts <= last_pts):
                     pts = 0 if last_pts is None else last_pts + 1
@@ -160,7 +163,7 @@ class SegmentWriter:
         except (av.error.FFmpegError, ValueError) as exc:
             self.container.close()
             self.tmp.unlink(missing_ok=True)
-            raise VideoError(f"{path}: cannot use video codec {settings.codec!r} ({exc})") from exc
+            raise VideoError(f"{info.path}: cannot encode with video codec {settings.codec!r} ({exc})") from exc
         self.stream.width, self.stream.height = size
         self.stream.pix_fmt = settings.pix_fmt
         self.stream.codec_context.time_base = info.time_base
@@ -173,7 +176,9 @@ class SegmentWriter:
         try:
             self.container.mux(self.stream.encode(frame))
         except (av.error.FFmpegError, ValueError) as exc:
-            raise VideoError(f"{self.path}: encoding with {self.stream.codec_context.name} failed ({exc})") from exc
+            raise VideoError(f"{self.info.path}: encoding its frames with {self.stream.codec_context.name} "
+                             f"({self.stream.width}×{self.stream.height}, {self.stream.pix_fmt}) failed ({exc})"
+                             ) from exc
 
     def close(self) -> None:
         """Flush the encoder, close the file and move it to its final name."""
