@@ -209,3 +209,11 @@ def test_batching_model_mixes_callers_and_keeps_each_w():
         assert float((results[i] - expected).abs().max()) <= 1e-5
     with pytest.raises(RuntimeError, match="closed"):
         batcher.restore(xs[0], 0.5)
+
+
+def test_shutdown_stops_the_batching_worker(face_crop):
+    app = create_app(tiny_restorer())
+    with TestClient(app) as c:
+        assert c.post("/v1/restore", files={"image": ("f.png", face_crop)}, data={"aligned": "true"}).status_code == 200
+        assert app.state.batcher.running
+    assert not app.state.batcher.running

@@ -30,6 +30,8 @@ import base64
 import json
 import logging
 import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from typing import Annotated
@@ -171,10 +173,16 @@ def create_app(restorer: Restorer, config: ServeConfig | None = None) -> FastAPI
     shared = Restorer(batcher, detector=detector, device=restorer.device, options=restorer.options)
     admission = _Admission(cfg.max_pending)
 
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        batcher.close()  # finish queued faces, stop the worker thread
+
     app = FastAPI(title="codeformer", version="1", docs_url=None, redoc_url=None, openapi_url="/openapi.json",
+                  lifespan=lifespan,
                   description="Blind face restoration (CodeFormer). Every error is JSON {\"error\": message}.")
     app.add_middleware(BodyLimit, max_bytes=cfg.max_bytes + (64 << 10))
-    app.router.add_event_handler("shutdown", batcher.close)
+    app.state.batcher = batcher  # for /healthz-like introspection in tests and tools
     _install_error_handlers(app)
     static = resources.files("codeformer.serve") / "static"
     app.mount("/static", StaticFiles(directory=str(static)), name="static")

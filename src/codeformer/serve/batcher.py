@@ -76,6 +76,11 @@ class BatchingModel:
         assert job.result is not None
         return job.result
 
+    @property
+    def running(self) -> bool:
+        """Whether the worker thread is alive."""
+        return self._thread is not None and self._thread.is_alive()
+
     def pending(self) -> int:
         """Calls waiting for the worker (approximate)."""
         return self._queue.qsize()
