@@ -24,6 +24,7 @@ import io
 import logging
 import os
 import secrets
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -106,8 +107,14 @@ def export_onnx(model: CodeFormer, path: str | os.PathLike[str], opset: int = 17
     was_training = model.training
     model.eval()
     try:
-        # trace with batch 2: a batch of 1 lets the tracer specialise some shapes to 1
-        with torch.no_grad():
+        # trace with batch 2, so that no size-1 batch dimension can be baked into the graph as a constant
+        with torch.no_grad(), warnings.catch_warnings():
+            # the tracer's notes on Python-side shape checks and the legacy exporter's deprecation notice: the
+            # graph is verified against PyTorch by check_onnx instead
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
+            warnings.filterwarnings("ignore", message=".*Constant folding.*")
+            warnings.filterwarnings("ignore", message=".*feature will be removed.*")
             proto = _export_proto(RestoreGraph(model), _example_inputs(model, 2 if dynamic_batch else 1), opset,
                                   dynamic_batch, exporter)
     finally:
