@@ -51,7 +51,7 @@ def test_page_and_assets_are_local(client):
     page = client.get("/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert 'type="range"' in page.text and "/static/app.js" in page.text
-    for asset, kind in (("app.js", "javascript"), ("style.css", "text/css")):
+    for asset, kind in (("app.js", "javascript"), ("docs.js", "javascript"), ("style.css", "text/css")):
         res = client.get(f"/static/{asset}")
         assert res.status_code == 200 and kind in res.headers["content-type"]
         assert "https://" not in res.text and "http://" not in res.text  # no CDN
@@ -65,8 +65,13 @@ def test_health_models_and_openapi(client):
     spec = client.get("/openapi.json").json()
     assert spec["openapi"].startswith("3.") and "/v1/restore" in spec["paths"]
     form = spec["paths"]["/v1/restore"]["post"]["requestBody"]["content"]["multipart/form-data"]
-    assert form["schema"]["$ref"]  # the form fields (image, w, upscale, ...) are documented
-    assert client.get("/docs").status_code == 404  # FastAPI's docs page needs a CDN: switched off
+    fields = spec["components"]["schemas"][form["schema"]["$ref"].split("/")[-1]]["properties"]
+    assert {"image", "w", "upscale", "faces", "min_face", "aligned", "draw_boxes", "format"} <= set(fields)
+    assert fields["w"]["maximum"] == 1.0 and fields["w"]["default"] == 0.5
+    answers = spec["paths"]["/v1/restore"]["post"]["responses"]
+    assert "422" not in answers and answers["413"]["content"]["application/json"]["schema"]["$ref"].endswith("Error")
+    docs = client.get("/docs")  # our own offline reader, not FastAPI's CDN-backed Swagger UI
+    assert docs.status_code == 200 and "/static/docs.js" in docs.text and "https://" not in docs.text
 
 
 def test_restore_photo_json_report_and_w(client):

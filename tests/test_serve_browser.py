@@ -1,6 +1,6 @@
 """The web page in a real headless browser (Debian's chromium driven by Playwright): load the page, upload a
 photo, see the restored image, the face box and the report, move the w slider and see the result change, drag
-the before/after divider.
+the before/after divider; then the offline API reader at /docs.
 
 Chromium is found as $CODEFORMER_CHROMIUM, `chromium` or `chromium-browser` on PATH (`make browser` installs
 Debian's package). Without one the test fails with that instruction: a page test that silently skips would
@@ -84,6 +84,10 @@ def test_page_restores_and_slider_changes_the_result(tmp_path):
             clip = page.evaluate("getComputedStyle(document.getElementById('after-clip')).clipPath")
             assert clip == "inset(0px 0px 0px 20%)", clip
             page.screenshot(path=str(tmp_path / "page.png"))
+
+            page.goto(server.url + "/docs")  # the offline API reader renders the OpenAPI description
+            page.wait_for_selector("h2:has-text('POST /v1/restore')")
+            assert "fidelity" in page.inner_text("#api") and "413" in page.inner_text("#api")
             assert errors == []
         finally:
             browser.close()

@@ -13,7 +13,8 @@ Routes (every error is JSON `{"error": "<one line>"}` with a 4xx/5xx status):
                           encoded image itself with the report in the X-Codeformer-Report header (JSON) and
                           the face count in X-Codeformer-Faces; an Accept of image/png, image/jpeg or
                           image/webp also picks the format when `format` is not given.
-    GET  /openapi.json    the OpenAPI 3 description (FastAPI's /docs page needs a CDN, so it is switched off)
+    GET  /openapi.json    the OpenAPI 3 description (errors documented as the Error schema, no 422)
+    GET  /docs            a small offline reader of it (FastAPI's own /docs page loads Swagger UI from a CDN)
 
 Statuses: 400 bad form field, unreadable image or too many pixels; 413 body larger than the byte limit; 503 when
 `max_pending` restorations are already in progress (a bounded queue; retry after the Retry-After seconds);
@@ -55,6 +56,40 @@ OUTPUT_FORMATS = {"png": "PNG", "jpeg": "JPEG", "jpg": "JPEG", "webp": "WEBP", "
                   "bmp": "BMP"}
 MEDIA_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "TIFF": "image/tiff",
                "BMP": "image/bmp"}
+
+
+ERROR_REF = {"$ref": "#/components/schemas/Error"}
+RESTORE_RESPONSES: dict[int | str, dict[str, object]] = {
+    200: {"description": "the restored image and report",
+          "content": {"application/json": {}, "image/png": {}, "image/jpeg": {}, "image/webp": {}}},
+    400: {"description": "bad field, unreadable image or too many pixels"},
+    413: {"description": "request body over the byte limit"},
+    503: {"description": "too many restorations in progress (Retry-After: 1)"},
+}
+
+
+def _openapi_with_json_errors(app: FastAPI) -> dict[str, object]:
+    """FastAPI's schema, with its 422 validation answers replaced by what this app sends: 4xx/5xx with an
+    Error body {"error": message}."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    from fastapi.openapi.utils import get_openapi
+
+    spec = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+    for unused in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(unused, None)
+    schemas["Error"] = {"type": "object", "required": ["error"], "title": "Error",
+                        "properties": {"error": {"type": "string", "title": "one-line message"}}}
+    for methods in spec["paths"].values():
+        for operation in methods.values():
+            responses = operation.get("responses", {})
+            responses.pop("422", None)
+            for code, answer in responses.items():
+                if code[0] in "45":
+                    answer["content"] = {"application/json": {"schema": ERROR_REF}}
+    app.openapi_schema = spec
+    return spec
 
 
 @dataclass(frozen=True)
@@ -183,6 +218,7 @@ def create_app(restorer: Restorer, config: ServeConfig | None = None) -> FastAPI
                   description="Blind face restoration (CodeFormer). Every error is JSON {\"error\": message}.")
     app.add_middleware(BodyLimit, max_bytes=cfg.max_bytes + (64 << 10))
     app.state.batcher = batcher  # for /healthz-like introspection in tests and tools
+    app.openapi = lambda: _openapi_with_json_errors(app)  # type: ignore[method-assign]
     _install_error_handlers(app)
     static = resources.files("codeformer.serve") / "static"
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
@@ -190,6 +226,10 @@ def create_app(restorer: Restorer, config: ServeConfig | None = None) -> FastAPI
     @app.get("/", include_in_schema=False)
     def index() -> FileResponse:
         return FileResponse(str(static / "index.html"), media_type="text/html")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> FileResponse:
+        return FileResponse(str(static / "docs.html"), media_type="text/html")
 
     @app.get("/healthz", summary="liveness and queue state")
     def healthz() -> dict[str, object]:
@@ -200,20 +240,22 @@ def create_app(restorer: Restorer, config: ServeConfig | None = None) -> FastAPI
     def models() -> dict[str, object]:
         return {"models": [dict(cfg.model_info)]}
 
-    @app.post("/v1/restore", summary="restore the faces of one photo",
-              responses={200: {"content": {"application/json": {}, "image/png": {}, "image/jpeg": {},
-                                           "image/webp": {}}},
-                         400: {"description": "bad field or image"}, 413: {"description": "too large"},
-                         503: {"description": "queue full"}})
+    @app.post("/v1/restore", summary="restore the faces of one photo", responses=RESTORE_RESPONSES,
+              description="JSON {image: base64, media_type, width, height, faces, notes, timings, options} by "
+                          "default; the image itself (report in the X-Codeformer-Report header) when the "
+                          "Accept header's first type is image/*.")
     def restore(request: Request,
                 image: Annotated[UploadFile, File(description="the photo (PNG, JPEG, WEBP, TIFF, BMP, ...)")],
-                w: Annotated[float, Form(ge=0.0, le=1.0, description="fidelity: 0 quality .. 1 input")] = 0.5,
-                upscale: Annotated[int, Form(ge=1, le=8)] = 1,
-                faces: Annotated[str, Form(pattern="^(all|largest|center)$")] = "all",
-                min_face: Annotated[float, Form(ge=0.0)] = 32.0,
-                aligned: Annotated[bool, Form()] = False,
-                draw_boxes: Annotated[bool, Form()] = False,
-                format: Annotated[str | None, Form(description="png, jpeg, webp, tiff or bmp")] = None,
+                w: Annotated[float, Form(ge=0.0, le=1.0, description="fidelity: 0 most restored .. 1 closest "
+                                                                     "to the input")] = 0.5,
+                upscale: Annotated[int, Form(ge=1, le=8, description="integer output scale")] = 1,
+                faces: Annotated[str, Form(pattern="^(all|largest|center)$",
+                                           description="which faces: all, largest or center")] = "all",
+                min_face: Annotated[float, Form(ge=0.0, description="smallest face box side (px)")] = 32.0,
+                aligned: Annotated[bool, Form(description="the image is an aligned face crop")] = False,
+                draw_boxes: Annotated[bool, Form(description="green box around each face")] = False,
+                format: Annotated[str | None, Form(description="png, jpeg, webp, tiff or bmp (default: the "
+                                                               "input's)")] = None,
                 ) -> Response:
         if not admission.try_enter():
             raise ApiError(503, f"server busy: {cfg.max_pending} restorations in progress; retry shortly",
