@@ -58,14 +58,15 @@ MEDIA_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "
                "BMP": "image/bmp"}
 
 
-ERROR_REF = {"$ref": "#/components/schemas/Error"}
-RESTORE_RESPONSES: dict[int | str, dict[str, object]] = {
-    200: {"description": "the restored image and report",
-          "content": {"application/json": {}, "image/png": {}, "image/jpeg": {}, "image/webp": {}}},
-    400: {"description": "bad field, unreadable image or too many pixels"},
-    413: {"description": "request body over the byte limit"},
-    503: {"description": "too many restorations in progress (Retry-After: 1)"},
-}
+def _restore_responses() -> dict[int | str, dict[str, object]]:
+    """The documented answers of POST /v1/restore (a fresh dict per app)."""
+    return {
+        200: {"description": "the restored image and report",
+              "content": {"application/json": {}, "image/png": {}, "image/jpeg": {}, "image/webp": {}}},
+        400: {"description": "bad field, unreadable image or too many pixels"},
+        413: {"description": "request body over the byte limit"},
+        503: {"description": "too many restorations in progress (Retry-After: 1)"},
+    }
 
 
 def _openapi_with_json_errors(app: FastAPI) -> dict[str, object]:
@@ -87,7 +88,7 @@ def _openapi_with_json_errors(app: FastAPI) -> dict[str, object]:
             responses.pop("422", None)
             for code, answer in responses.items():
                 if code[0] in "45":
-                    answer["content"] = {"application/json": {"schema": ERROR_REF}}
+                    answer["content"] = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
     app.openapi_schema = spec
     return spec
 
@@ -240,7 +241,7 @@ def create_app(restorer: Restorer, config: ServeConfig | None = None) -> FastAPI
     def models() -> dict[str, object]:
         return {"models": [dict(cfg.model_info)]}
 
-    @app.post("/v1/restore", summary="restore the faces of one photo", responses=RESTORE_RESPONSES,
+    @app.post("/v1/restore", summary="restore the faces of one photo", responses=_restore_responses(),
               description="JSON {image: base64, media_type, width, height, faces, notes, timings, options} by "
                           "default; the image itself (report in the X-Codeformer-Report header) when the "
                           "Accept header's first type is image/*.")
