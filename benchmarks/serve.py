@@ -11,7 +11,7 @@ minute; --onnx PATH reuses a file). --model tiny is the test suite's random TINY
 512 px face contract (faces shrunk to 32 px and the change added back), so the table shows what the HTTP
 layer, image coding, alignment and batching cost. Every request is one POST /v1/restore of a 512² aligned face
 crop (no detection) with the PNG bytes back; the server runs in this process on 127.0.0.1 and batches across
-clients (max_batch 8). Both runtimes get the same number of threads (--threads).
+clients (max_batch 8, or each of --max-batch). Both runtimes get the same number of threads (--threads).
 """
 
 from __future__ import annotations
@@ -126,6 +126,9 @@ def main() -> None:
     parser.add_argument("--weights", help="a real codeformer.pth for --model full (default: the filled weights)")
     parser.add_argument("--onnx", help="an exported graph of those weights to reuse (or where to write one)")
     parser.add_argument("--threads", type=int, default=2, help="intra-op threads for both runtimes (default 2)")
+    parser.add_argument("--max-batch", type=int, nargs="+", default=[8],
+                        help="server max_batch values to compare (default 8)")
+    parser.add_argument("--runtimes", nargs="+", choices=("torch", "onnx"), default=["torch", "onnx"])
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--requests", type=int, nargs="+", default=[24, 96],
                         help="requests per client count, same order as --clients (default 24 96)")
@@ -135,21 +138,24 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         models = build_models(args, Path(tmp))
-        for runtime, model in models.items():
-            app = create_app(Restorer(model), ServeConfig(max_pending=64, max_batch=8))
-            with ServerThread(app) as server:
-                run_load(server.url, image, 1, 1)  # warm-up
-                for clients, count in zip(args.clients, args.requests, strict=True):
-                    wall, lat, failed = run_load(server.url, image, clients, count)
-                    stats = httpx.get(server.url + "/healthz").json()["batches"]
-                    rows.append((runtime, clients, count, count / wall, statistics.median(lat),
-                                 percentile(lat, 95), failed, stats["largest_batch"]))
-                    print(f"{runtime} {clients} clients: {count / wall:.2f} req/s", file=sys.stderr)
+        for runtime in args.runtimes:
+            for max_batch in args.max_batch:
+                app = create_app(Restorer(models[runtime]), ServeConfig(max_pending=64, max_batch=max_batch))
+                with ServerThread(app) as server:
+                    run_load(server.url, image, 1, 1)  # warm-up
+                    for clients, count in zip(args.clients, args.requests, strict=True):
+                        wall, lat, failed = run_load(server.url, image, clients, count)
+                        stats = httpx.get(server.url + "/healthz").json()["batches"]
+                        rows.append((runtime, max_batch, clients, count, count / wall, statistics.median(lat),
+                                     percentile(lat, 95), failed, stats["largest_batch"]))
+                        print(f"{runtime} max_batch {max_batch}, {clients} clients: {count / wall:.2f} req/s",
+                              file=sys.stderr)
     print(f"\nmodel {args.model}, {args.threads} threads, torch {torch.__version__}, 512² aligned face per request\n")
-    print("| runtime | clients | requests | req/s | p50 (s) | p95 (s) | failed | largest batch so far |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for runtime, clients, count, rps, p50, p95, failed, largest in rows:
-        print(f"| {runtime} | {clients} | {count} | {rps:.2f} | {p50:.3f} | {p95:.3f} | {failed} | {largest} |")
+    print("| runtime | max_batch | clients | requests | req/s | p50 (s) | p95 (s) | failed | largest batch so far |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for runtime, max_batch, clients, count, rps, p50, p95, failed, largest in rows:
+        print(f"| {runtime} | {max_batch} | {clients} | {count} | {rps:.2f} | {p50:.3f} | {p95:.3f} | {failed} | "
+              f"{largest} |")
 
 
 if __name__ == "__main__":
