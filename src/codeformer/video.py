@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from codeformer.face.align import FACE_SIZE, estimate_affine, invert_affine, warp_face
+from codeformer.face.align import FACE_SIZE, invert_affine, similarity_least_squares, template, warp_face
 from codeformer.face.detection import DlibDetector, filter_faces, select_faces
 from codeformer.face.paste import face_roi, paste_back
 from codeformer.face.pipeline import RestoreOptions, Restorer, to_uint8
@@ -186,7 +186,9 @@ def restore_window(restorer: Restorer, opts: RestoreOptions, tracker: Tracker, f
     model together, then paste each back with the affine of its (smoothed) landmarks.
     Returns per frame (output H'×W'×3 uint8, its tracked faces)."""
     tracked = [_frame_faces(restorer, opts, tracker, f, info) for f in frames]
-    affines = [[estimate_affine(face.landmarks5) for face in faces] for faces in tracked]
+    # Least squares, not the LMEDS fit of photos: LMEDS picks a best subset of points, so its result can jump
+    # between frames while the (smoothed) landmarks move smoothly; the least-squares fit moves with them.
+    affines = [[similarity_least_squares(face.landmarks5, template()) for face in faces] for faces in tracked]
     crops = [warp_face(f.rgb, m).astype(np.float32) / 255.0 for f, ms in zip(frames, affines, strict=True)
              for m in ms]  # each 512×512×3 float32 in [0, 1]
     restored = restorer.restore_crops(np.stack(crops), opts) if crops else []
