@@ -1,10 +1,11 @@
 """Streaming video restoration: decode → detect → track → restore (batched) → paste → encode, in one pass.
 
-`restore_video(restorer, source, target)` never holds more than a fixed number of frames: a decode thread runs a
-few frames ahead, the main thread restores a window of `window` frames at a time (all faces of the window go to
-the model together, `RestoreOptions.batch_size` at most per call), and an encode thread writes them. Faces are
-tracked across frames (`face.tracking`), their landmarks smoothed with a One-Euro filter, and each face is
-aligned and pasted back with the affine of its smoothed landmarks, so the crop and the paste mask stay steady.
+`restore_video(restorer, source, target)` never holds more than a fixed number of frames: a thread decodes,
+detects and tracks a few frames ahead, the main thread restores a window of `window` frames at a time (all faces
+of the window go to the model together, `RestoreOptions.batch_size` at most per call), and an encode thread
+writes them. Faces are tracked across frames (`face.tracking`), their landmarks smoothed with a One-Euro filter,
+and each face is aligned and pasted back with the affine of its smoothed landmarks, so the crop and the paste
+mask stay steady.
 
 Resumable: frames are encoded in segments of `segment_frames` into a work folder beside the target
 (`.NAME.work/`). After each segment its MP4 and a JSON state (tracker, totals) are written; `resume=True`
@@ -153,12 +154,26 @@ def _prepare_work(work: Path, fingerprint: dict, resume: bool) -> tuple[int, dic
     return 0, None
 
 
-def _frame_faces(restorer: Restorer, opts: RestoreOptions, tracker: Tracker, frame: DecodedFrame,
-                 info: VideoInfo) -> list[TrackedFace]:
-    """Detect the faces of one frame (on its uint8 pixels: no full-frame float copy) and advance the tracks."""
-    faces = filter_faces(restorer.detector.detect(frame.rgb, min_face=opts.min_face), min_face=opts.min_face)
-    faces = select_faces(faces, opts.faces, frame.rgb.shape)
-    return tracker.update(faces, float(frame.pts * info.time_base))
+@dataclass
+class TrackedFrame:
+    """A decoded frame and its tracked faces. tracker_state: the tracker's state right after this frame when the
+    frame ends a segment (what a resume of the next segment starts from), else None."""
+
+    frame: DecodedFrame
+    faces: list[TrackedFace]
+    tracker_state: dict | None = None
+
+
+def track_frames(frames: Iterator[DecodedFrame], restorer: Restorer, opts: RestoreOptions, tracker: Tracker,
+                 info: VideoInfo, segment_frames: int) -> Iterator[TrackedFrame]:
+    """Detect the faces of each frame (on its uint8 pixels: no full-frame float copy) and advance the tracks, in
+    order. Runs in the decode thread, so detection overlaps with the model and the encoder."""
+    for frame in frames:
+        faces = filter_faces(restorer.detector.detect(frame.rgb, min_face=opts.min_face), min_face=opts.min_face)
+        faces = select_faces(faces, opts.faces, frame.rgb.shape)
+        tracked = tracker.update(faces, float(frame.pts * info.time_base))
+        segment_end = (frame.index + 1) % segment_frames == 0
+        yield TrackedFrame(frame, tracked, tracker.state_dict() if segment_end else None)
 
 
 def paste_faces(rgb: np.ndarray, faces: list[np.ndarray], inverse_affines: list[np.ndarray],
@@ -180,23 +195,20 @@ def paste_faces(rgb: np.ndarray, faces: list[np.ndarray], inverse_affines: list[
     return out
 
 
-def restore_window(restorer: Restorer, opts: RestoreOptions, tracker: Tracker, frames: list[DecodedFrame],
-                   info: VideoInfo) -> list[tuple[np.ndarray, list[TrackedFace]]]:
-    """Restore a window of frames: detect and track frame by frame, then every face of the window through the
-    model together, then paste each back with the affine of its (smoothed) landmarks.
-    Returns per frame (output H'×W'×3 uint8, its tracked faces)."""
-    tracked = [_frame_faces(restorer, opts, tracker, f, info) for f in frames]
+def restore_window(restorer: Restorer, opts: RestoreOptions, items: list[TrackedFrame]) -> list[np.ndarray]:
+    """Restore a window of tracked frames: every face of the window through the model together, then each pasted
+    back with the affine of its (smoothed) landmarks. Returns the output frames, H'×W'×3 uint8."""
     # Least squares, not the LMEDS fit of photos: LMEDS picks a best subset of points, so its result can jump
     # between frames while the (smoothed) landmarks move smoothly; the least-squares fit moves with them.
-    affines = [[similarity_least_squares(face.landmarks5, template()) for face in faces] for faces in tracked]
-    crops = [warp_face(f.rgb, m).astype(np.float32) / 255.0 for f, ms in zip(frames, affines, strict=True)
+    affines = [[similarity_least_squares(face.landmarks5, template()) for face in item.faces] for item in items]
+    crops = [warp_face(item.frame.rgb, m).astype(np.float32) / 255.0 for item, ms in zip(items, affines, strict=True)
              for m in ms]  # each 512×512×3 float32 in [0, 1]
     restored = restorer.restore_crops(np.stack(crops), opts) if crops else []
     out, k = [], 0
-    for frame, ms, faces in zip(frames, affines, tracked, strict=True):
+    for item, ms in zip(items, affines, strict=True):
         mine = list(restored[k:k + len(ms)])
         k += len(ms)
-        out.append((paste_faces(frame.rgb, mine, [invert_affine(m) for m in ms], opts.upscale), faces))
+        out.append(paste_faces(item.frame.rgb, mine, [invert_affine(m) for m in ms], opts.upscale))
     return out
 
 
@@ -215,39 +227,40 @@ class _Run:
     writer: SegmentWriter | None = None
 
 
-def _counted(frames: Iterator[DecodedFrame], counter: FrameCounter) -> Iterator[DecodedFrame]:
+def _from(frames: Iterator[DecodedFrame], counter: FrameCounter, start_index: int) -> Iterator[DecodedFrame]:
+    """Count the frames entering the pipeline; drop those already in finished segments."""
     for frame in frames:
-        counter.add()
-        yield frame
+        if frame.index >= start_index:
+            counter.add()
+            yield frame
 
 
-def _write_window(run: _Run, worker: Worker, frames: list[DecodedFrame],
-                  results: list[tuple[np.ndarray, list[TrackedFace]]], size: tuple[int, int],
-                  encode: EncodeSettings) -> None:
+def _write_window(run: _Run, worker: Worker, items: list[TrackedFrame], results: list[np.ndarray],
+                  size: tuple[int, int], encode: EncodeSettings) -> None:
     """Measure flicker and queue the window's frames for encoding (opening the segment's writer if needed)."""
     if run.writer is None:
         run.writer = SegmentWriter(run.work / f"seg_{run.segment:05d}.mp4", run.info, size, encode)
         run.meter.break_sequence()
     writer = run.writer
-    for frame, (rgb, faces) in zip(frames, results, strict=True):
-        run.meter.update(frame.rgb, rgb, faces)
-        run.faces += len(faces)
+    for item, rgb in zip(items, results, strict=True):
+        run.meter.update(item.frame.rgb, rgb, item.faces)
+        run.faces += len(item.faces)
         run.frames += 1
 
-        def job(rgb: np.ndarray = rgb, pts: int = frame.pts) -> None:
+        def job(rgb: np.ndarray = rgb, pts: int = item.frame.pts) -> None:
             writer.write(rgb, pts)
             run.counter.remove()
 
         worker.submit(job)
 
 
-def _end_segment(run: _Run, worker: Worker, next_index: int) -> None:
+def _end_segment(run: _Run, worker: Worker, next_index: int, tracker_state: dict) -> None:
     """Queue closing the segment and saving the state that a resume starts from."""
     if run.writer is None:
         return
     writer, name = run.writer, run.work / f"seg_{run.segment:05d}.json"
-    state = {"next_index": next_index, "frames": run.frames, "faces": run.faces,
-             "tracker": run.tracker.state_dict(), "flicker": run.meter.state_dict()}
+    state = {"next_index": next_index, "frames": run.frames, "faces": run.faces, "tracker": tracker_state,
+             "flicker": run.meter.state_dict()}
     state = json.loads(json.dumps(state))  # a snapshot: the main thread goes on changing the live objects
 
     def job() -> None:
@@ -260,19 +273,21 @@ def _end_segment(run: _Run, worker: Worker, next_index: int) -> None:
 
 def _process(run: _Run, restorer: Restorer, opts: RestoreOptions, video: VideoOptions, start_index: int,
              failures: list[str]) -> None:
-    """Decode (thread) → restore windows (here) → encode segments (thread) from frame `start_index` on."""
+    """Decode, detect and track (thread) → restore windows (here) → encode segments (thread), from frame
+    `start_index` on."""
     info = run.info
     size = (info.width * opts.upscale, info.height * opts.upscale)
     stop = threading.Event()
-    frames = background(_counted(decode_frames(info, failures), run.counter), video.queue, stop)
+    decoded = _from(decode_frames(info, failures), run.counter, start_index)
+    items = background(track_frames(decoded, restorer, opts, run.tracker, info, video.segment_frames), video.queue,
+                       stop)
     worker = Worker(video.queue)
     bar = tqdm(total=info.frames or None, initial=start_index, unit="frame", desc=info.path.name,
                disable=not video.progress)
-    window: list[DecodedFrame] = []
+    window: list[TrackedFrame] = []
 
     def flush() -> None:
-        _write_window(run, worker, window, restore_window(restorer, opts, run.tracker, window, info), size,
-                      video.encode)
+        _write_window(run, worker, window, restore_window(restorer, opts, window), size, video.encode)
         bar.update(len(window))
         bar.set_postfix(faces=run.faces, tracks=run.tracker.next_id)
         window.clear()
@@ -280,20 +295,16 @@ def _process(run: _Run, restorer: Restorer, opts: RestoreOptions, video: VideoOp
 
     try:
         next_index = start_index
-        for frame in frames:
-            if frame.index < start_index:  # already in a finished segment
-                run.counter.remove()
-                continue
-            window.append(frame)
-            next_index = frame.index + 1
-            segment_end = next_index % video.segment_frames == 0
-            if len(window) == video.window or segment_end:
+        for item in items:
+            window.append(item)
+            next_index = item.frame.index + 1
+            if len(window) == video.window or item.tracker_state is not None:
                 flush()
-            if segment_end:
-                _end_segment(run, worker, next_index)
+            if item.tracker_state is not None:
+                _end_segment(run, worker, next_index, item.tracker_state)
         if window:
             flush()
-        _end_segment(run, worker, next_index)
+        _end_segment(run, worker, next_index, run.tracker.state_dict())  # the decode thread has finished
         worker.finish()
     except BaseException:
         worker.cancel()
@@ -302,7 +313,7 @@ def _process(run: _Run, restorer: Restorer, opts: RestoreOptions, video: VideoOp
         raise
     finally:
         stop.set()
-        frames.close()
+        items.close()
         bar.close()
 
 
