@@ -218,3 +218,17 @@ def test_paste_faces_matches_whole_frame_paste_back():
     got = paste_faces(frame, crops, inverses, 1)
     assert got.dtype == np.uint8 and np.abs(got.astype(int) - whole).max() <= 1
     assert paste_faces(frame, [], [], 1) is frame
+
+
+def test_slow_detection_setting_is_pointed_out(tmp_path, caplog):
+    from codeformer.face.detection import DlibDetector
+
+    src, out = tmp_path / "in.mp4", tmp_path / "out.mp4"
+    write_clip(src, square_frames(2, h=96, w=128, side=16), audio=False)
+    restorer = Restorer(IdentityRestorer(), NoFaceDetector())
+    restore_video(restorer, src, out, video=QUIET)
+    assert "upsample" not in caplog.text  # not a dlib detector
+    restorer.detector = DlibDetector()
+    restorer.detector.detect = NoFaceDetector().detect  # keep the test fast: no dlib model load
+    restore_video(restorer, src, out, opts=RestoreOptions(min_face=8), video=QUIET)
+    assert "--min-face 12" in caplog.text  # 96 px short side → 640: the HOG window of 80 px is 12 px here

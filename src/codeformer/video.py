@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 import shutil
 import threading
@@ -33,7 +34,14 @@ import numpy as np
 from tqdm import tqdm
 
 from codeformer.face.align import FACE_SIZE, invert_affine, similarity_least_squares, template, warp_face
-from codeformer.face.detection import DlibDetector, filter_faces, select_faces
+from codeformer.face.detection import (
+    DETECT_SHORT_SIDE,
+    HOG_MIN_WINDOW,
+    DlibDetector,
+    filter_faces,
+    hog_upsample_for,
+    select_faces,
+)
 from codeformer.face.paste import face_roi, paste_back
 from codeformer.face.pipeline import RestoreOptions, Restorer, to_uint8
 from codeformer.face.tracking import TrackedFace, Tracker, TrackerParams
@@ -325,6 +333,20 @@ def _make_report(run: _Run, source: Path, target: Path, video: VideoOptions, fai
                        video.tracking.smooth, run.counter.peak, reused, seconds)
 
 
+def _warn_slow_detection(restorer: Restorer, opts: RestoreOptions, info: VideoInfo) -> None:
+    """Say so when min_face makes dlib's HOG upsample every frame (each step about 4× the detection time)."""
+    detector = restorer.detector
+    if not isinstance(detector, DlibDetector) or detector.upsample is not None:
+        return
+    scale = DETECT_SHORT_SIDE / min(info.width, info.height)
+    steps = hog_upsample_for(opts.min_face * scale)
+    if steps:
+        need = math.ceil(HOG_MIN_WINDOW / scale)
+        log.warning("%s: min face %g px makes the detector upsample each frame %d time(s) (about %d× slower); "
+                    "if the faces are at least %d px, --min-face %d avoids it", info.path, opts.min_face, steps,
+                    4**steps, need, need)
+
+
 def report_path(target: Path) -> Path:
     """Where the JSON report of `target` goes: beside it, NAME.json (e.g. out.mp4 → out.mp4.json)."""
     return target.with_name(target.name + ".json")
@@ -347,6 +369,7 @@ def restore_video(restorer: Restorer, source: str | os.PathLike[str], target: st
     info = probe(source)
     if restorer.detector is None:  # as Restorer.detect does on first use
         restorer.detector = DlibDetector()
+    _warn_slow_detection(restorer, opts, info)
     if target.exists() and target.resolve() == source.resolve():
         raise VideoError(f"{target}: the output would overwrite the input")
     work = work_dir(target)
