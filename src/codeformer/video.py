@@ -315,7 +315,9 @@ def _process(run: _Run, restorer: Restorer, opts: RestoreOptions, video: VideoOp
         _end_segment(run, worker, next_index, run.tracker.state_dict())  # the decode thread has finished
         worker.finish()
     except BaseException:
-        worker.cancel()
+        error = worker.stop()
+        if error is not None:
+            log.debug("while stopping: %s", error)
         if run.writer is not None:
             run.writer.abort()
         raise

@@ -210,13 +210,10 @@ class Worker:
         self._thread.join()
         self._check()
 
-    def cancel(self) -> None:
-        """Drop the jobs not yet started and end the thread (after an error or an interrupt)."""
-        self._error = self._error or RuntimeError("cancelled")
-        while True:
-            try:
-                self._q.get_nowait()
-            except queue.Empty:
-                break
+    def stop(self) -> BaseException | None:
+        """Run the jobs already queued (at most `maxsize`), end the thread and return a job's exception instead of
+        raising it: the way out after an error or an interrupt elsewhere, so that a segment finished just before
+        still gets closed and saved."""
         self._q.put(None)
         self._thread.join()
+        return self._error
