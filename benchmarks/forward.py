@@ -143,7 +143,8 @@ def main() -> None:
 
     print(f"\nCodeFormer forward, 512² faces, CPU, {args.threads} threads, torch {torch.__version__}, "
           f"best of {args.repeats}\n")
-    print("| impl | precision | w | batch | s / face | speed-up vs peer fp32 | peak RSS MB | vs our fp32: max abs | PSNR dB |")
+    print("| impl | precision | w | batch | s / face | speed-up vs peer fp32 | peak RSS MB "
+          "| vs our fp32: max abs | PSNR dB |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         base = next(b for b in rows if b["impl"] == "peer" and b["precision"] == "fp32" and b["w"] == r["w"]
