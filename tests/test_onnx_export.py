@@ -162,3 +162,31 @@ def test_serve_cli_builds_the_app_on_onnxruntime(tmp_path, monkeypatch):
         assert res.status_code == 200
         assert abs(int(np.asarray(Image.open(io.BytesIO(res.content))).mean().round()) - 164) <= 1
         assert client.post("/v1/restore", files={"image": ("f.png", b"x" * (2 << 20))}).status_code == 413
+
+
+def test_runtime_onnx_exports_once_into_the_cache_per_weight_file(tmp_path, monkeypatch):
+    import codeformer.checkpoint as checkpoint
+    import codeformer.onnx_export as onnx_export
+    from codeformer.backends import load_face_model
+
+    monkeypatch.setenv("CODEFORMER_HOME", str(tmp_path / "home"))
+    exported: list[str] = []
+    monkeypatch.setattr(checkpoint, "load_codeformer", lambda path: f"model of {path.name}")
+
+    def fake_export(model: str, target) -> None:
+        exported.append(model)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        scaling_graph(target)
+
+    monkeypatch.setattr(onnx_export, "export_onnx", fake_export)
+    first, second = tmp_path / "a.pth", tmp_path / "b.pth"
+    first.write_bytes(b"weights one")
+    second.write_bytes(b"weights two")
+    model, info = load_face_model("onnx", str(first))
+    assert isinstance(model, OnnxRestorer) and info["runtime"] == "onnx" and info["w_input"] is True
+    assert load_face_model("onnx", str(first))[1]["weights"] == info["weights"]  # cached: no second export
+    assert exported == ["model of a.pth"]
+    other = load_face_model("onnx", str(second))[1]["weights"]
+    assert other != info["weights"] and exported == ["model of a.pth", "model of b.pth"]  # new weights, new graph
+    with pytest.raises(ValueError, match="runtime"):
+        load_face_model("tensorrt")
