@@ -12,14 +12,20 @@ from codeformer.cli import main
 from tests.video_helpers import IdentityRestorer, NoFaceDetector, audio_packets, decoded, square_frames, write_clip
 
 
+class FakeDlib(NoFaceDetector):
+    """Stands in for the DlibDetector class (no model load); upsample fixed, as a configured one would be."""
+
+    upsample = 0
+
+
 @pytest.fixture
 def fake_model(monkeypatch, tmp_path):
     """No weights and no dlib: an identity model and a detector that finds nothing."""
     monkeypatch.setattr(codeformer.weights, "resolve", lambda *a, **k: tmp_path / "codeformer.pth")
     monkeypatch.setattr(codeformer.weights, "describe", lambda name: "fake weights")
     monkeypatch.setattr(codeformer.checkpoint, "load_codeformer", lambda *a, **k: IdentityRestorer())
-    monkeypatch.setattr(codeformer.face.pipeline, "DlibDetector", NoFaceDetector)
-    monkeypatch.setattr(codeformer.video, "DlibDetector", NoFaceDetector)
+    monkeypatch.setattr(codeformer.face.pipeline, "DlibDetector", FakeDlib)
+    monkeypatch.setattr(codeformer.video, "DlibDetector", FakeDlib)
 
 
 def test_restore_video_to_a_file_and_to_a_folder(tmp_path, fake_model, capsys):
