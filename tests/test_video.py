@@ -171,8 +171,22 @@ def _audio_only(path):
         c.mux(a.encode(None))
 
 
+def _undecodable(path):
+    """A Matroska file whose VP9 video stream holds random bytes: readable container, no decodable frame."""
+    from fractions import Fraction
+
+    with av.open(str(path), "w", format="matroska") as c:
+        stream = c.add_mux_stream("vp9", rate=25, width=64, height=48)
+        for i in range(3):
+            packet = av.Packet(np.random.default_rng(i).integers(0, 256, 500, dtype=np.uint8).tobytes())
+            packet.pts = packet.dts = i
+            packet.time_base, packet.stream, packet.is_keyframe = Fraction(1, 25), stream, True
+            c.mux(packet)
+
+
 @pytest.mark.parametrize("kind, message", [("empty", "empty file"), ("garbage", "not a readable video"),
-                                           ("audio", "no video stream"), ("missing", "no such file")])
+                                           ("audio", "no video stream"), ("missing", "no such file"),
+                                           ("undecodable", "cannot decode the vp9 video stream")])
 def test_unusable_inputs_give_one_line_errors_naming_the_file(tmp_path, kind, message):
     src = tmp_path / f"{kind}.mp4"
     if kind == "empty":
@@ -181,6 +195,8 @@ def test_unusable_inputs_give_one_line_errors_naming_the_file(tmp_path, kind, me
         src.write_bytes(np.random.default_rng(0).integers(0, 256, 4000, dtype=np.uint8).tobytes())
     elif kind == "audio":
         _audio_only(src)
+    elif kind == "undecodable":
+        _undecodable(src)
     with pytest.raises(VideoError) as info:
         restore_video(Restorer(IdentityRestorer(), NoFaceDetector()), src, tmp_path / "out.mp4", video=QUIET)
     text = str(info.value)
