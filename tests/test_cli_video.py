@@ -24,6 +24,7 @@ def fake_model(monkeypatch, tmp_path):
     monkeypatch.setattr(codeformer.weights, "resolve", lambda *a, **k: tmp_path / "codeformer.pth")
     monkeypatch.setattr(codeformer.weights, "describe", lambda name: "fake weights")
     monkeypatch.setattr(codeformer.checkpoint, "load_codeformer", lambda *a, **k: IdentityRestorer())
+    monkeypatch.setattr("codeformer.runtime.TorchRunner", lambda model, *a, **k: model)  # run the stand-in as is
     monkeypatch.setattr(codeformer.face.pipeline, "DlibDetector", FakeDlib)
     monkeypatch.setattr(codeformer.video, "DlibDetector", FakeDlib)
 

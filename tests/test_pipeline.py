@@ -245,6 +245,7 @@ def test_restore_bytes_keeps_format_and_size(astronaut_faces: list[Face]) -> Non
 def identity_model(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """Make the CLI load an identity restorer from a stand-in weights file."""
     monkeypatch.setattr("codeformer.checkpoint.load_codeformer", lambda path, device="cpu": IdentityRestorer())
+    monkeypatch.setattr("codeformer.runtime.TorchRunner", lambda model, *a, **k: model)  # run the stand-in as is
     weights = tmp_path / "stand-in.pth"
     weights.write_bytes(b"stand-in")
     return weights

@@ -175,6 +175,7 @@ def test_restore_cli_with_report_and_auto_w(tmp_path: Path, monkeypatch: pytest.
 
     model = RecordingModel()
     monkeypatch.setattr(codeformer.checkpoint, "load_codeformer", lambda path, device="cpu": model)
+    monkeypatch.setattr("codeformer.runtime.TorchRunner", lambda model, *a, **k: model)  # run the stand-in as is
     fake_weights = tmp_path / "codeformer.pth"
     fake_weights.write_bytes(b"stand-in: load_codeformer is replaced")
     src = tmp_path / "in"

@@ -43,3 +43,12 @@ def test_bad_precision_and_device():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA"):
             pick_device("cuda")
+
+
+def test_load_face_model_applies_precision(filled_checkpoint):
+    from codeformer.backends import load_face_model
+
+    runner, info = load_face_model("torch", str(filled_checkpoint("codeformer")), precision="bf16")
+    assert isinstance(runner, TorchRunner) and runner.precision == "bf16" and info["precision"] == "bf16"
+    with pytest.raises(ValueError, match="torch runtime only"):
+        load_face_model("onnx", str(filled_checkpoint("codeformer")), precision="bf16")

@@ -39,15 +39,19 @@ def _providers(device: str) -> list[str]:
 
 
 def load_face_model(runtime: str = "torch", weights_path: str | None = None, onnx_path: str | None = None,
-                    device: str = "cpu", progress: bool = True) -> tuple[object, dict[str, object]]:
+                    device: str = "cpu", progress: bool = True,
+                    precision: str = "fp32") -> tuple[object, dict[str, object]]:
     """(model for the pipeline, a description for reports and GET /v1/models).
 
-    runtime "torch": `load_codeformer` of `weights_path` (or $CODEFORMER_WEIGHTS, the cache, a download).
+    runtime "torch": `load_codeformer` of `weights_path` (or $CODEFORMER_WEIGHTS, the cache, a download), run by
+    a `runtime.TorchRunner` in `precision` (fp32: official outputs; bf16: faster, see runtime.py).
     runtime "onnx": `OnnxRestorer` of `onnx_path`; without one, the cached export (made on first use).
     Raises ValueError for an unknown runtime or device, `weights.WeightsError` / OSError for missing files.
     """
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
+    if runtime == "onnx" and precision != "fp32":
+        raise ValueError(f"--precision {precision} applies to the torch runtime only (the ONNX graph is fp32)")
     info: dict[str, object] = {"id": "codeformer", "runtime": runtime, "device": device, "img_size": 512,
                                "w_input": True, "licence": weights.describe("codeformer.pth")}
     if runtime == "onnx":
@@ -68,10 +72,11 @@ def load_face_model(runtime: str = "torch", weights_path: str | None = None, onn
         info.update(weights=str(path), img_size=model.img_size)
         return model, info
     from codeformer.checkpoint import load_codeformer
+    from codeformer.runtime import TorchRunner
 
     path = weights.resolve("codeformer.pth", path=weights_path, env_var="CODEFORMER_WEIGHTS", progress=progress)
-    info["weights"] = str(path)
-    return load_codeformer(path, device=device), info
+    info.update(weights=str(path), precision=precision)
+    return TorchRunner(load_codeformer(path), device, precision), info
 
 
 def _export_default(source: Path, target: Path) -> None:
