@@ -180,3 +180,12 @@ def test_invalid_constructor_arguments():
         CodeFormer(**{**TINY_CODEFORMER, "latent_size": 256})
     with pytest.raises(ValueError, match="connect_list"):
         CodeFormer(**{**TINY_CODEFORMER, "connect_list": (64,)})
+
+
+def test_public_api_names_resolve():
+    import codeformer
+
+    for name in codeformer.__all__:
+        assert getattr(codeformer, name) is not None
+    with pytest.raises(AttributeError):
+        codeformer.not_a_name  # noqa: B018
