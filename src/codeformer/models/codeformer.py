@@ -34,6 +34,16 @@ class CodeFormerOutput:
     lq_feat: torch.Tensor
 
 
+@dataclass
+class LatentPrediction:
+    """latent (B, C, h, w) to decode; skips {r: (B, C_r, r, r)}; logits (B, N, K); lq_feat (B, C, h, w)."""
+
+    latent: torch.Tensor
+    skips: dict[int, torch.Tensor]
+    logits: torch.Tensor
+    lq_feat: torch.Tensor
+
+
 class CodeFormer(nn.Module):
     """The released network (94.1 M parameters at the defaults); arguments mirror the official constructor."""
 
@@ -114,8 +124,9 @@ class CodeFormer(nn.Module):
                 x = self.fuse_convs_dict[str(r)](skips[r].detach(), x, w)
         return x
 
-    def forward(self, x: torch.Tensor, w: Weight = 0.5, adain_latent: bool = False) -> CodeFormerOutput:
-        """Full pass, LQ image (B, 3, S, S) in [-1, 1] → image, logits and LQ latent (stage 3 and parity).
+    def predict_latent(self, x: torch.Tensor, adain_latent: bool = False) -> LatentPrediction:
+        """Encoder, transformer and codebook lookup: LQ image (B, 3, S, S) in [-1, 1] → the latent the
+        generator decodes, plus the encoder skips, logits and LQ latent.
 
         `adain_latent` renormalises the looked-up latent to the LQ latent's channel statistics (inference
         default in `restore`; training does not use it). The looked-up latent is always detached.
@@ -125,7 +136,12 @@ class CodeFormer(nn.Module):
         latent = self.codes_to_latent(logits).detach()
         if adain_latent:
             latent = adain(latent, lq_feat.float())
-        return CodeFormerOutput(out=self.decode(latent, skips, w), logits=logits, lq_feat=lq_feat)
+        return LatentPrediction(latent=latent, skips=skips, logits=logits, lq_feat=lq_feat)
+
+    def forward(self, x: torch.Tensor, w: Weight = 0.5, adain_latent: bool = False) -> CodeFormerOutput:
+        """Full pass, LQ image (B, 3, S, S) in [-1, 1] → image, logits and LQ latent (stage 3 and parity)."""
+        p = self.predict_latent(x, adain_latent)
+        return CodeFormerOutput(out=self.decode(p.latent, p.skips, w), logits=p.logits, lq_feat=p.lq_feat)
 
     @torch.no_grad()
     def restore(self, x: torch.Tensor, w: Weight = 0.5, adain_latent: bool = True) -> torch.Tensor:
