@@ -23,6 +23,7 @@ from codeformer.checkpoint import load_codeformer
 from codeformer.data.images import Picture, encode_image, read_image
 from codeformer.face.detection import DlibDetector
 from codeformer.face.pipeline import RestoreOptions, Restorer
+from codeformer.runtime import TorchRunner
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 STAGES = ("decode", "detect", "align", "restore", "paste", "encode")
@@ -58,10 +59,11 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeat", type=int, default=1, help="runs per case; the best time per stage is kept")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="see codeformer.runtime")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    model = load_codeformer(args.weights, device=args.device)
+    model = TorchRunner(load_codeformer(args.weights), args.device, args.precision)
     restorer = Restorer(model, DlibDetector(), device=args.device)
     photos = {"grace_hopper.jpg (1 face)": (EXAMPLES / "grace_hopper.jpg").read_bytes(),
               "group 1760×700 (4 faces)": group_photo_png()}

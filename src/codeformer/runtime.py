@@ -5,7 +5,7 @@ pipelines take either. Precision "fp32" reproduces the official outputs (parity-
 generator and the fusion blocks (about 85 % of the time) in bfloat16, channels-last, while the encoder and the
 transformer, which decide which codes are used, stay in fp32. Measured on the parity kit's weights
 (benchmarks/forward.py, benchmarks/bf16_parts.py): bf16 only in the decoder keeps every code and gives 42.6 dB
-PSNR against fp32 at 2.4× the speed on an AMX CPU; bf16 also in the encoder flips 1.6 % of the codes and drops
+PSNR against fp32 at 2.2–2.4× the speed on an AMX CPU; bf16 also in the encoder flips 1.6 % of the codes and drops
 to 21 dB. fp16 is not offered (the peer port declares CodeFormer unsafe in fp16).
 """
 
