@@ -8,15 +8,14 @@ mapping is needed beyond stripping a DDP `module.` prefix.
 from __future__ import annotations
 
 import logging
-import os
 import pickle
 import re
-import tempfile
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from .atomic import atomic_path
 from .models.codeformer import CodeFormer
 from .models.discriminator import PatchDiscriminator
 from .models.vqgan import VQAutoEncoder
@@ -132,20 +131,13 @@ def save_state_dict(sd: dict[str, torch.Tensor], path: str | Path, param_key: st
                     metadata: dict[str, str] | None = None) -> None:
     """Write `sd` atomically: `.safetensors` by extension, else the official `{param_key: sd}` `.pth`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        tensors = {k: v.detach().cpu().contiguous() for k, v in sd.items()}
+    tensors = {k: v.detach().cpu().contiguous() for k, v in sd.items()}
+    with atomic_path(path) as tmp:
         if path.suffix == ".safetensors":
             from safetensors.torch import save_file
-            save_file(tensors, tmp, metadata=metadata)
+            save_file(tensors, str(tmp), metadata=metadata)
         else:
             torch.save({param_key: tensors}, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def convert(src: str | Path, dst: str | Path) -> int:

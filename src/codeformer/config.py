@@ -16,6 +16,8 @@ from typing import Any, TypeVar
 
 import yaml
 
+from .atomic import write_text
+
 T = TypeVar("T")
 
 
@@ -182,10 +184,7 @@ def load_yaml(cls: type[T], path: str | Path) -> T:
 
 def save_yaml(obj: Any, path: str | Path) -> None:
     """Write a config dataclass as YAML (atomically: temp file, then rename)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(to_dict(obj), sort_keys=False), encoding="utf-8")
-    tmp.replace(path)
+    write_text(path, yaml.safe_dump(to_dict(obj), sort_keys=False))
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -23,7 +23,6 @@ import importlib
 import io
 import logging
 import os
-import secrets
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -32,6 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from codeformer.atomic import write_bytes
 from codeformer.models.codeformer import CodeFormer
 
 log = logging.getLogger(__name__)
@@ -128,23 +128,9 @@ def export_onnx(model: CodeFormer, path: str | os.PathLike[str], opset: int = 17
             "codeformer.img_size": str(model.img_size), "codeformer.licence": LICENCE_NOTE}
     for key, value in meta.items():
         proto.metadata_props.add(key=key, value=value)
-    _write_atomic(path, proto.SerializeToString())
+    write_bytes(path, proto.SerializeToString())
     log.info("wrote %s (opset %d, %s exporter)", path, opset, exporter)
     return path
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(6)}")
-    try:
-        with open(tmp, "xb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 class OnnxRestorer:

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from codeformer.atomic import write_text
 from codeformer.face.align import FACE_SIZE, invert_affine, similarity_least_squares, template, warp_face
 from codeformer.face.detection import (
     DETECT_SHORT_SIDE,
@@ -131,9 +132,7 @@ def work_dir(target: Path) -> Path:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-    os.replace(tmp, path)
+    write_text(path, json.dumps(data, indent=1, sort_keys=True))
 
 
 def _fingerprint(source: Path, restorer: Restorer, opts: RestoreOptions, video: VideoOptions) -> dict:

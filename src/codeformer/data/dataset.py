@@ -29,6 +29,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch.utils.data import Dataset
 
+from codeformer.atomic import atomic_path
 from codeformer.config import DegradationConfig
 from codeformer.data.degradation import degrade
 from codeformer.data.images import IMAGE_EXTENSIONS, ImageReadError, is_image_path, read_image, rgb_float
@@ -70,15 +71,14 @@ def save_codes(path: str | Path, orig: Mapping[str, torch.Tensor], hflip: Mappin
     path = Path(path)
     if set(orig) != set(hflip):
         raise ValueError("save_codes: `orig` and `hflip` must have the same stems")
-    tmp = path.with_name(path.name + ".tmp")
-    if path.suffix == ".safetensors":
-        flat = {f"{kind}/{stem}": t.detach().to("cpu", torch.int64).contiguous()
-                for kind, table in (("orig", orig), ("hflip", hflip)) for stem, t in table.items()}
-        save_file(flat, str(tmp))
-    else:
-        torch.save({"orig": {s: t.detach().to("cpu", torch.int64) for s, t in orig.items()},
-                    "hflip": {s: t.detach().to("cpu", torch.int64) for s, t in hflip.items()}}, tmp)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        if path.suffix == ".safetensors":
+            flat = {f"{kind}/{stem}": t.detach().to("cpu", torch.int64).contiguous()
+                    for kind, table in (("orig", orig), ("hflip", hflip)) for stem, t in table.items()}
+            save_file(flat, str(tmp))
+        else:
+            torch.save({"orig": {s: t.detach().to("cpu", torch.int64) for s, t in orig.items()},
+                        "hflip": {s: t.detach().to("cpu", torch.int64) for s, t in hflip.items()}}, tmp)
 
 
 def load_codes(path: str | Path) -> dict[str, dict[str, torch.Tensor]]:

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import secrets
 import sys
 import time
 from collections.abc import Iterable
@@ -25,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from codeformer.atomic import write_text
 from codeformer.data.images import (
     ImageReadError,
     ImageWriteError,
@@ -130,20 +129,6 @@ def output_path(rel: Path, ext: str | None, outdir: Path, taken: set[Path]) -> P
     return candidate
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write `text` to `path` through a temp file in the same folder and a rename."""
-    tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(6)}")
-    try:
-        with open(tmp, "x", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def sidecar(source: str, output: str, pic: Picture, result: RestoreResult, opts: RestoreOptions,
             notes: list[str]) -> dict:
     """The JSON-able record of one restored image."""
@@ -203,7 +188,7 @@ def restore_file(restorer: Restorer, source: Path, rel: Path, out: Path, opts: R
     if write_note:
         notes.append(write_note)
     record = sidecar(str(source), str(out), pic, result, opts, notes)
-    write_text_atomic(out.with_name(out.name + ".json"), json.dumps(record, indent=2) + "\n")
+    write_text(out.with_name(out.name + ".json"), json.dumps(record, indent=2) + "\n")
     _write_extras(rel, result, pic, out, options, opts.upscale)
     return len(result.faces)
 

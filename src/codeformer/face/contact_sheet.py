@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from codeformer.metrics.protocol import write_text_atomic
+from codeformer.atomic import write_text
 
 __all__ = ["data_uri", "face_card", "render_page", "write_contact_sheet"]
 
@@ -98,5 +98,5 @@ def write_contact_sheet(path: Path, cards: list[str], summary: str, thresholds: 
                         note: str | None = None) -> Path:
     """Render and write the page atomically to `path` (folder created); returns `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(path, render_page(cards, summary, thresholds, note))
+    write_text(path, render_page(cards, summary, thresholds, note))
     return path

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from codeformer.atomic import write_text
 from codeformer.data.images import Picture, write_image
 from codeformer.face.autow import AutoWRestorer, sweep_strip
 from codeformer.face.batch import (
@@ -30,7 +31,6 @@ from codeformer.face.batch import (
     one_line_error,
     output_path,
     restore_file,
-    write_text_atomic,
 )
 from codeformer.face.contact_sheet import face_card, write_contact_sheet
 from codeformer.face.pipeline import RestoreOptions, Restorer, RestoreResult
@@ -100,7 +100,7 @@ def _review_file(restorer: Restorer, result: RestoreResult, source: Path, rel: P
     records = report_faces(result, embedder, review.thresholds)
     doc = {"input": str(source), "output": str(out), "thresholds": thresholds_record(review.thresholds),
            "auto_w": review.auto_w, "faces": records}
-    write_text_atomic(out.with_name(out.name + ".report.json"), json.dumps(doc, indent=2) + "\n")
+    write_text(out.with_name(out.name + ".report.json"), json.dumps(doc, indent=2) + "\n")
     if review.report == "html":
         for i, (face, record) in enumerate(zip(result.faces, records, strict=True)):
             cards.append(face_card(str(rel), record, face.cropped, face.restored, strips[i] if strips else None))

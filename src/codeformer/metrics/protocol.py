@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 
+from codeformer.atomic import write_text
 from codeformer.metrics.evaluate import Evaluation
 
-__all__ = ["build_protocol", "to_markdown", "write_outputs", "write_text_atomic"]
+__all__ = ["build_protocol", "to_markdown", "write_outputs"]
 
 DEFINITIONS = {
     "images": "read as 8-bit RGB (alpha dropped, grey replicated, 16-bit rounded to 8-bit); whole images, no face "
@@ -105,27 +104,12 @@ def to_markdown(protocol: dict, evaluation: Evaluation) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write `text` (UTF-8) through a temp file in the same folder, then rename over `path`."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; these are ordinary result files
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_outputs(outdir: Path, protocol: dict, evaluation: Evaluation) -> tuple[Path, Path]:
     """Write `metrics.json` and `metrics.md` into `outdir` (created); returns both paths."""
     outdir.mkdir(parents=True, exist_ok=True)
     record = {"protocol": protocol, "summary": evaluation.means(), "dataset": evaluation.dataset,
               "images": evaluation.images, "missing": evaluation.missing, "errors": evaluation.errors}
     json_path, md_path = outdir / "metrics.json", outdir / "metrics.md"
-    write_text_atomic(json_path, json.dumps(_json_safe(record), indent=2, ensure_ascii=False) + "\n")
-    write_text_atomic(md_path, to_markdown(protocol, evaluation))
+    write_text(json_path, json.dumps(_json_safe(record), indent=2, ensure_ascii=False) + "\n")
+    write_text(md_path, to_markdown(protocol, evaluation))
     return json_path, md_path

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 from PIL import Image, ImageDraw
+
+from codeformer.atomic import atomic_path
 
 _COLOURS = ((31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14), (23, 190, 207))
 _PANEL_W, _PANEL_H, _MARGIN = 420, 220, 48
@@ -61,7 +62,5 @@ def draw_loss_curve(records: Sequence[dict], path: str | Path, keys: Sequence[st
     for i, (name, points) in enumerate(series.items()):
         box = ((i % columns) * _PANEL_W, (i // columns) * _PANEL_H)
         _panel(draw, box, name, points, _COLOURS[i % len(_COLOURS)])
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    image.save(tmp, format="PNG")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG")
