@@ -33,9 +33,9 @@ from codeformer.data.images import (
     rgb_float,
     write_image,
 )
+from tests.conftest import DATA
 
-SHARED = Path("/work/shared/data")
-needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason="sample photos in /work/shared/data")
+SHARED = DATA  # ../shared/data beside the project (tests/conftest.py)
 SRGB_ICC = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
 
 
@@ -341,7 +341,6 @@ def test_near_grey_colour_file_is_grey(tmp_path: Path) -> None:
     assert not read_image(encode_image(Picture(gradient()), "PNG")).is_grey
 
 
-@needs_shared
 def test_shared_photos() -> None:
     pic = read_image(SHARED / "grace_hopper.jpg")
     assert pic.pixels.shape == (600, 512, 3) and pic.format == "JPEG" and pic.pixels.dtype == np.uint8
