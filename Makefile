@@ -32,7 +32,7 @@ test: setup browser
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 browser:
 	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
-	  [ -n "$$CODEFORMER_CHROMIUM" ] || [ "$$CODEFORMER_NO_BROWSER" = 1 ] || \
+	  [ -n "$$CODEFORMER_CHROMIUM" ] || \
 	  { echo "installing Debian's chromium for the browser test"; \
 	    $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; }
 

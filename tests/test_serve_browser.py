@@ -4,7 +4,7 @@ the before/after divider; then the offline API reader at /docs.
 
 Chromium is found as $CODEFORMER_CHROMIUM, `chromium` or `chromium-browser` on PATH (`make browser` installs
 Debian's package). Without one the test fails with that instruction: a page test that silently skips would
-prove nothing in CI. CODEFORMER_NO_BROWSER=1 skips it deliberately on a developer machine.
+prove nothing in CI.
 """
 
 from __future__ import annotations
@@ -18,9 +18,6 @@ from codeformer.serve.app import create_app
 from codeformer.serve.server import ServerThread
 from tests.conftest import DATA
 from tests.serve_support import tiny_restorer
-
-pytestmark = pytest.mark.skipif(os.environ.get("CODEFORMER_NO_BROWSER") == "1",
-                                reason="CODEFORMER_NO_BROWSER=1: browser test skipped on request")
 
 # Sum of the result image's pixels, drawn on a canvas (the result is a same-origin blob: URL).
 PIXEL_SUM = """() => {
