@@ -30,11 +30,30 @@ import numpy as np
 from codeformer.face.align import FACE_SIZE, TEMPLATE_512
 
 BORDER_BGR = (135, 133, 132)  # the official crop's constant border, BGR
+MIN_SHORT_SIDE = 512  # the official read_image enlarges smaller photos to this short side
+DETECT_SHORT_SIDE = 640  # get_face_landmarks_5(resize=640)
+EYE_DIST_THRESHOLD = 5  # get_face_landmarks_5(eye_dist_threshold=5), as the official script calls it
 # ParseNet classes the official mask keeps out (background, neck, cloth, hat and one more); all others are 255.
 PARSE_ZERO_CLASSES = (0, 14, 16, 17, 18)
 PARSE_NUM_CLASSES = 19
 PARSE_BLUR_SIZE, PARSE_BLUR_SIGMA = 101, 11
 PARSE_BORDER = 10  # px of the 512 parse mask zeroed on each side
+
+
+def official_read_resize(photo_bgr: np.ndarray) -> np.ndarray:
+    """The official `read_image` size rule: a photo whose short side is below 512 is enlarged bilinearly by
+    f = 512 / short side (`cv2.resize` with fx = fy = f, which rounds the size); others are returned as they are."""
+    short = min(photo_bgr.shape[:2])
+    if short >= MIN_SHORT_SIDE:
+        return photo_bgr
+    f = MIN_SHORT_SIDE / short
+    return cv2.resize(photo_bgr, (0, 0), fx=f, fy=f, interpolation=cv2.INTER_LINEAR)
+
+
+def parse_input(face_bgr: np.ndarray) -> np.ndarray:
+    """The 512² uint8 BGR face the official parse mask is computed from: the restored (maybe upsampled) face
+    resized bilinearly to 512 (a no-op at 512)."""
+    return cv2.resize(face_bgr, (FACE_SIZE, FACE_SIZE), interpolation=cv2.INTER_LINEAR)
 
 
 def official_affine(landmarks5: np.ndarray, face_size: int = FACE_SIZE) -> np.ndarray:

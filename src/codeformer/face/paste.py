@@ -74,6 +74,7 @@ def paste_back(
     inverse_affines: Sequence[np.ndarray],
     upscale: int = 1,
     masks: Sequence[np.ndarray | None] | None = None,
+    canvas: np.ndarray | None = None,
 ) -> np.ndarray:
     """Composite restored faces into `background`.
 
@@ -81,14 +82,22 @@ def paste_back(
     faces: S×S×C float32 in [0, 1], one per face, with the background's channel count (S×S for an H×W
     background). inverse_affines: 2×3 crop → input-image transforms (`align.invert_affine`). upscale: integer
     output scale; the background is enlarged with Lanczos-4. masks: optional S×S float32 masks in [0, 1] (e.g.
-    from a parsing model), combined with the soft square mask by element-wise minimum.
+    from a parsing model), combined with the soft square mask by element-wise minimum. canvas: the enlarged
+    background to paste on ((H·upscale)×(W·upscale)[×C] float32 in [0, 1], e.g. from a background upsampler;
+    not modified) instead of the Lanczos-4 enlargement of `background`.
     Returns a new (H·upscale)×(W·upscale)[×C] float32 image in [0, 1]; faces later in the list lie on top.
     """
     if len(faces) != len(inverse_affines):
         raise ValueError(f"{len(faces)} faces but {len(inverse_affines)} inverse affines")
     if masks is not None and len(masks) != len(faces):
         raise ValueError(f"{len(faces)} faces but {len(masks)} masks")
-    out = upscale_image(background, upscale)
+    if canvas is None:
+        out = upscale_image(background, upscale)
+    else:
+        h, w = np.asarray(background).shape[:2]
+        if canvas.shape[:2] != (h * upscale, w * upscale):
+            raise ValueError(f"canvas is {canvas.shape[1]}×{canvas.shape[0]}, expected {w * upscale}×{h * upscale}")
+        out = np.array(canvas, dtype=np.float32, copy=True)
     for i, (face, inverse) in enumerate(zip(faces, inverse_affines, strict=True)):
         face = np.asarray(face, dtype=np.float32)
         size = face.shape[0]

@@ -10,6 +10,13 @@ for an exactly grey photo, or the luma re-tinted like the input face for a near-
 stays grey, a tint survives, and nothing turns black. The background of the photo is never converted.
 The output keeps the input's size times `upscale`; with `aligned=True` the input is taken as an aligned face
 crop of any size: it is resized to 512 (bilinear), restored, and resized back to its own size times `upscale`.
+
+Two profiles (`RestoreOptions.profile`): "default" is the pipeline above (align.py, paste.py); "official" runs the
+official script's conventions end to end (`official.py`): a RetinaFace detector's `official_landmarks_5`, LMEDS
+alignment of float32 landmarks, bilinear warps, the official masks, offsets and dtypes, on the 8-bit BGR photo
+(enlarged to a 512 short side first when smaller, as the official `read_image` does). Both profiles take the same
+optional parts, passed to `Restorer` as objects: a face parser for `mask="parse"` and an upsampler for
+`bg_upsampler="realesrgan"` / `face_upsample=True`. A requested part that is missing is an error, never skipped.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import numpy as np
 import torch
 
 from codeformer.data.images import Picture, from_rgb_float, rgb_float
+from codeformer.face import official
 from codeformer.face.align import (
     FACE_SIZE,
     crop_side_in_image,
@@ -40,6 +48,9 @@ from codeformer.face.paste import paste_back
 log = logging.getLogger(__name__)
 
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # Rec. 601, as images.from_rgb_float uses
+PROFILES: tuple[str, ...] = ("default", "official")
+MASKS: tuple[str, ...] = ("square", "parse")
+BG_UPSAMPLERS: tuple[str, ...] = ("realesrgan",)
 
 
 class FaceModel(Protocol):
@@ -50,13 +61,43 @@ class FaceModel(Protocol):
         ...
 
 
+class FaceParser(Protocol):
+    """What `mask="parse"` needs: a face-parsing network (e.g. `codeformer.face.parsing.load_parsenet(...)`)."""
+
+    def parse(self, faces: np.ndarray) -> np.ndarray:
+        """N×512×512×3 uint8 RGB faces → N×512×512 integer class map (argmax over the 19 ParseNet classes)."""
+        ...
+
+
+class Upsampler(Protocol):
+    """What `bg_upsampler` / `face_upsample` need (e.g. `codeformer.upsampler.load_realesrgan(...)`)."""
+
+    def enhance(self, img: np.ndarray, outscale: float) -> np.ndarray:
+        """H×W×3 uint8 BGR → (int(H·outscale))×(int(W·outscale))×3 uint8 BGR."""
+        ...
+
+
+class OfficialDetector(Protocol):
+    """What `profile="official"` needs from its detector: the official `get_face_landmarks_5` (RetinaFace)."""
+
+    def official_landmarks_5(self, bgr: np.ndarray, resize: int = 640, eye_dist_threshold: float = 5,
+                             only_center_face: bool = False) -> tuple[np.ndarray, list[np.ndarray]]:
+        """H×W×3 uint8 BGR photo → ((n, 5) float32 [x0, y0, x1, y1, score/scale], n (5, 2) float32 landmarks)."""
+        ...
+
+
 @dataclass(frozen=True)
 class RestoreOptions:
     """How to restore one photo. w: fidelity in [0, 1] (0 = most restoration, 1 = closest to the input; values
     up to 2 are accepted as the network was trained up to 1.3). upscale: integer output scale. faces: which
     faces to restore (all | largest | center). min_face: smallest face box side in input px. aligned: the input
     is already an aligned face crop. batch_size: faces per model call. draw_boxes: green box around each face.
-    adain: the model's AdaIN of the predicted latent (the official inference default)."""
+    adain: the model's AdaIN of the predicted latent (the official inference default). profile: "default" (ours)
+    or "official" (the official script's conventions, see the module docstring). mask: "square" (feathered square)
+    or "parse" (face and hair from a face parser, within the square); None takes the profile's own: square for
+    default, parse for official. bg_upsampler: None (bilinear for official, Lanczos-4 for default) or
+    "realesrgan". face_upsample: enlarge each restored face with the upsampler before pasting (needs upscale > 1
+    to change anything)."""
 
     w: float = 0.5
     upscale: int = 1
@@ -66,8 +107,32 @@ class RestoreOptions:
     batch_size: int = 4
     draw_boxes: bool = False
     adain: bool = True
+    profile: str = "default"
+    mask: str | None = None
+    bg_upsampler: str | None = None
+    face_upsample: bool = False
+
+    @property
+    def paste_mask(self) -> str:
+        """The mask actually used: `mask`, or the profile's default."""
+        if self.mask is not None:
+            return self.mask
+        return "parse" if self.profile == "official" else "square"
+
+    @property
+    def needs_upsampler(self) -> bool:
+        return self.bg_upsampler is not None or self.face_upsample
 
     def __post_init__(self) -> None:
+        if self.profile not in PROFILES:
+            raise ValueError(f"profile must be one of {', '.join(PROFILES)}, got {self.profile!r}")
+        if self.mask is not None and self.mask not in MASKS:
+            raise ValueError(f"mask must be one of {', '.join(MASKS)}, got {self.mask!r}")
+        if self.bg_upsampler is not None and self.bg_upsampler not in BG_UPSAMPLERS:
+            raise ValueError(f"bg_upsampler must be None or one of {', '.join(BG_UPSAMPLERS)}, "
+                             f"got {self.bg_upsampler!r}")
+        if self.aligned and (self.profile != "default" or self.mask == "parse" or self.needs_upsampler):
+            raise ValueError("aligned inputs take no profile, mask or upsampler options (there is no paste-back)")
         if not 0.0 <= self.w <= 2.0:
             raise ValueError(f"w must be in [0, 2] (usually [0, 1]), got {self.w}")
         if int(self.upscale) != self.upscale or not 1 <= self.upscale <= 8:
@@ -188,19 +253,41 @@ def draw_boxes(rgb: np.ndarray, boxes: list[tuple[float, float, float, float]], 
     return out
 
 
+def _from_enlarged_crop(inverse_affine: np.ndarray, factor: int) -> np.ndarray:
+    """Crop → image affine for a crop enlarged `factor` times (pixel centres as a resize maps them)."""
+    shrink = np.array([[1.0 / factor, 0.0, (1.0 / factor - 1) / 2], [0.0, 1.0 / factor, (1.0 / factor - 1) / 2],
+                       [0.0, 0.0, 1.0]])
+    return np.asarray(inverse_affine, np.float64) @ shrink
+
+
 class Restorer:
     """Restores every face of a photo with `model` (see the module docstring for the contract).
 
-    detector: any `FaceDetector`; None makes a `DlibDetector` on first use. device: where input batches go
-    (the model must already be there). options: default `RestoreOptions`, overridable per call.
+    detector: any `FaceDetector`; None makes a `DlibDetector` on first use (the official profile needs one with
+    `official_landmarks_5`, i.e. RetinaFace). device: where input batches go (the model must already be there).
+    options: default `RestoreOptions`, overridable per call. parser: a `FaceParser` for mask="parse". upsampler:
+    an `Upsampler` for bg_upsampler / face_upsample.
     """
 
     def __init__(self, model: FaceModel, detector: FaceDetector | None = None, device: str | torch.device = "cpu",
-                 options: RestoreOptions | None = None):
+                 options: RestoreOptions | None = None, parser: FaceParser | None = None,
+                 upsampler: Upsampler | None = None):
         self.model = model
         self.detector = detector
         self.device = torch.device(device)
         self.options = options or RestoreOptions()
+        self.parser = parser
+        self.upsampler = upsampler
+        self.check(self.options)
+
+    def check(self, options: RestoreOptions) -> None:
+        """Raise ValueError when `options` asks for a part this Restorer was not given."""
+        if options.paste_mask == "parse" and self.parser is None:
+            raise ValueError("mask 'parse' needs a face parser (Restorer(..., parser=load_parsenet(...)))")
+        if options.needs_upsampler and self.upsampler is None:
+            raise ValueError("bg_upsampler / face_upsample need an upsampler (Restorer(..., upsampler=...))")
+        if options.profile == "official" and not hasattr(self.detector, "official_landmarks_5"):
+            raise ValueError("profile 'official' needs a RetinaFace detector (one with official_landmarks_5)")
 
     def detect(self, rgb: np.ndarray, options: RestoreOptions | None = None) -> list[Face]:
         """Faces to restore in H×W×3 float32 `rgb`: detected, filtered by min_face, eye distance and landmark
@@ -232,16 +319,28 @@ class Restorer:
     def restore(self, image: Picture | np.ndarray, options: RestoreOptions | None = None) -> RestoreResult:
         """Restore all selected faces of `image` (a Picture or an H×W[×C] array, see `as_rgb_float`)."""
         opts = options or self.options
+        self.check(opts)
         rgb, grey = as_rgb_float(image)
         if opts.aligned:
             out_rgb, faces, timings = self._restore_aligned(rgb, grey, opts)
+        elif opts.profile == "official":
+            out_rgb, faces, timings = self._restore_photo_official(rgb, grey, opts)
         else:
             out_rgb, faces, timings = self._restore_photo(rgb, grey, opts)
         if opts.draw_boxes:
-            out_rgb = draw_boxes(out_rgb, [f.box for f in faces], opts.upscale)
+            out_rgb = draw_boxes(out_rgb, [f.box for f in faces], out_rgb.shape[1] / rgb.shape[1])
         if isinstance(image, Picture):
             return RestoreResult(from_rgb_float(image, out_rgb), faces, timings)
         return RestoreResult(np.clip(out_rgb, 0.0, 1.0).astype(np.float32), faces, timings)
+
+    def parse_masks(self, faces_rgb_u8: np.ndarray, opts: RestoreOptions) -> list[np.ndarray]:
+        """512² float64 paste masks (`official.parse_mask_face`) of N×512×512×3 uint8 RGB faces, the parser run
+        on `batch_size` faces at a time."""
+        masks = []
+        for start in range(0, len(faces_rgb_u8), opts.batch_size):
+            labels = self.parser.parse(np.ascontiguousarray(faces_rgb_u8[start:start + opts.batch_size]))
+            masks.extend(official.parse_mask_face(label) for label in labels)
+        return masks
 
     def _restore_photo(self, rgb: np.ndarray, grey: bool,
                        opts: RestoreOptions) -> tuple[np.ndarray, list[FaceResult], dict[str, float]]:
@@ -256,9 +355,26 @@ class Restorer:
         if grey and len(crops):
             restored = _to_grey(restored, crops, rgb)
         t3 = time.perf_counter()
-        out = paste_back(rgb, list(restored), [invert_affine(m) for m in affines], opts.upscale)
+        masks = None
+        if opts.paste_mask == "parse" and len(restored):
+            masks = [m.astype(np.float32) for m in self.parse_masks(to_uint8(restored), opts)]
         t4 = time.perf_counter()
-        timings.update(detect=t1 - t0, align=t2 - t1, restore=t3 - t2, paste=t4 - t3)
+        canvas = None
+        if opts.bg_upsampler is not None:
+            canvas = self._upsample_rgb(rgb, opts.upscale)
+        faces, inverses = list(restored), [invert_affine(m) for m in affines]
+        if opts.face_upsample and opts.upscale > 1 and faces:
+            s = opts.upscale
+            faces = [self._upsample_rgb(face, s) for face in faces]
+            inverses = [_from_enlarged_crop(inv, s) for inv in inverses]
+            if masks is not None:
+                size = (FACE_SIZE * s, FACE_SIZE * s)
+                masks = [cv2.resize(m, size, interpolation=cv2.INTER_LINEAR) for m in masks]
+        t5 = time.perf_counter()
+        out = paste_back(rgb, faces, inverses, opts.upscale, masks=masks, canvas=canvas)
+        t6 = time.perf_counter()
+        timings.update(detect=t1 - t0, align=t2 - t1, restore=t3 - t2, parse=t4 - t3, upsample=t5 - t4,
+                       paste=t6 - t5)
         log.debug("%d face(s); timings %s", len(detected), timings)
         results = [
             FaceResult(face.box, face.score, face.landmarks5, crop_side_in_image(m), opts.w,
@@ -266,6 +382,70 @@ class Restorer:
             for face, m, crop, rest in zip(detected, affines, crops, restored, strict=True)
         ]
         return out, results, timings
+
+    def _upsample_rgb(self, rgb: np.ndarray, upscale: int) -> np.ndarray:
+        """H×W×3 float32 RGB in [0, 1] → (H·s)×(W·s)×3 float32 through the 8-bit BGR upsampler."""
+        h, w = rgb.shape[:2]
+        bgr = self.upsampler.enhance(np.ascontiguousarray(to_uint8(rgb)[:, :, ::-1]), outscale=upscale)
+        if bgr.shape[:2] != (h * upscale, w * upscale):  # int() of the size can miss by one for odd outscale
+            bgr = cv2.resize(bgr, (w * upscale, h * upscale), interpolation=cv2.INTER_LANCZOS4)
+        return bgr[:, :, ::-1].astype(np.float32) / 255.0
+
+    def _restore_photo_official(self, rgb: np.ndarray, grey: bool,
+                                opts: RestoreOptions) -> tuple[np.ndarray, list[FaceResult], dict[str, float]]:
+        """The official script's whole-photo branch (see `official.py`) on the 8-bit BGR photo; the result
+        is float32 RGB, (H·f·s)×(W·f·s) where f enlarges a short side below 512 to 512 (1 otherwise)."""
+        s = opts.upscale
+        t0 = time.perf_counter()
+        original = np.ascontiguousarray(to_uint8(rgb)[:, :, ::-1])
+        photo = official.official_read_resize(original)
+        f = photo.shape[1] / original.shape[1]
+        det_faces, landmarks = self.detector.official_landmarks_5(photo, resize=official.DETECT_SHORT_SIDE,
+                                                                 eye_dist_threshold=official.EYE_DIST_THRESHOLD,
+                                                                 only_center_face=opts.faces == "center")
+        rows = list(range(len(landmarks)))
+        if opts.faces == "largest" and rows:
+            rows = [max(rows, key=lambda i: (det_faces[i][2] - det_faces[i][0]) * (det_faces[i][3] - det_faces[i][1]))]
+        t1 = time.perf_counter()
+        affines = [official.official_affine(landmarks[i]) for i in rows]
+        crops = np.stack([official.official_crop(photo, m) for m in affines]) if rows else np.zeros((0, 512, 512, 3),
+                                                                                                     np.uint8)
+        t2 = time.perf_counter()
+        crops_rgb = crops[..., ::-1].astype(np.float32) / 255.0
+        restored = self.restore_crops(crops_rgb, opts) if rows else crops_rgb
+        if grey and rows:
+            restored = _to_grey(restored, crops_rgb, rgb)
+        restored_bgr = np.ascontiguousarray(to_uint8(restored)[..., ::-1])
+        t3 = time.perf_counter()
+        upsampled = self.upsampler.enhance(original, outscale=s) if opts.bg_upsampler is not None else None
+        background = official.official_background(photo, s, upsampled)
+        faces = list(restored_bgr)
+        face_upsampled = opts.face_upsample and bool(rows)
+        if face_upsampled:
+            faces = [self.upsampler.enhance(face, outscale=s) for face in faces]
+        t4 = time.perf_counter()
+        masks = None
+        if opts.paste_mask == "parse" and rows:
+            parse_in = np.stack([official.parse_input(face) for face in faces])[..., ::-1]
+            masks = self.parse_masks(parse_in, opts)
+        t5 = time.perf_counter()
+        out_bgr = official.paste_faces(background, faces, [official.official_inverse_affine(m, s) for m in affines],
+                                       s, masks, face_upsampled)
+        t6 = time.perf_counter()
+        results = []
+        for i, m in zip(rows, affines, strict=True):
+            # Boxes, landmarks and the affine in input pixels, as in the default profile (pixel centres map
+            # as in the enlarging resize; f = 1 for photos with a short side of 512 or more).
+            box = tuple(float(v) / f for v in det_faces[i][:4])
+            to_photo = np.array([[f, 0.0, (f - 1) / 2], [0.0, f, (f - 1) / 2], [0.0, 0.0, 1.0]])
+            points = (np.asarray(landmarks[i], np.float64) + 0.5) / f - 0.5
+            results.append(FaceResult(box, float(det_faces[i][4]), points,
+                                      crop_side_in_image(m) / f, opts.w, crops[len(results)][..., ::-1].copy(),
+                                      to_uint8(restored[len(results)]), m @ to_photo))
+        timings = dict(detect=t1 - t0, align=t2 - t1, restore=t3 - t2, upsample=t4 - t3, parse=t5 - t4,
+                       paste=t6 - t5)
+        log.debug("%d face(s), official profile; timings %s", len(rows), timings)
+        return out_bgr[:, :, ::-1].astype(np.float32) / 255.0, results, timings
 
     def _restore_aligned(self, rgb: np.ndarray, grey: bool,
                          opts: RestoreOptions) -> tuple[np.ndarray, list[FaceResult], dict[str, float]]:
