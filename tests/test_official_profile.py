@@ -13,6 +13,7 @@ import json
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from codeformer.face import official
 from tests.conftest import PARITY
@@ -159,3 +160,108 @@ def test_two_pastes_in_one_call_keep_the_float_canvas(ref: dict[str, np.ndarray]
     expected = official.paste_face(canvas, face, official.paste_matrix(inv, 1), 1).astype(np.uint8)
     assert np.array_equal(twice, expected)
     assert not np.array_equal(twice, official.paste_faces(once, [face], [inv], 1))
+
+
+# ---------------------------------------------------------------------------------------------- through Restorer
+
+
+class RollRampModel:
+    """Stand-in restoration model whose 8-bit output is the kit's `restored_stand_in` of its 8-bit input."""
+
+    def __init__(self) -> None:
+        self.batch_sizes: list[int] = []
+
+    def restore(self, x: torch.Tensor, w: float) -> torch.Tensor:
+        self.batch_sizes.append(x.shape[0])
+        rgb = torch.round((x + 1) / 2 * 255).permute(0, 2, 3, 1).numpy().astype(np.uint8)
+        out_bgr = np.stack([restored_stand_in(face[:, :, ::-1]) for face in rgb])
+        out = torch.from_numpy(np.ascontiguousarray(out_bgr[..., ::-1])).permute(0, 3, 1, 2)
+        return out.float() / 255 * 2 - 1
+
+
+class FixedLandmarks:
+    """A detector with the official `get_face_landmarks_5` interface returning fixed landmarks (as the kit did)."""
+
+    def __init__(self, landmarks: list[np.ndarray]) -> None:
+        self.landmarks, self.calls = landmarks, []
+
+    def official_landmarks_5(self, bgr: np.ndarray, resize: int = 640, eye_dist_threshold: float = 5,
+                             only_center_face: bool = False) -> tuple[np.ndarray, list[np.ndarray]]:
+        self.calls.append((bgr.shape, resize, eye_dist_threshold, only_center_face))
+        boxes = [np.r_[lm.min(0) - 20, lm.max(0) + 20, 0.7].astype(np.float32) for lm in self.landmarks]
+        return np.array(boxes), [lm.astype(np.float32) for lm in self.landmarks]
+
+
+class StoredParser:
+    """Returns the kit's stored ParseNet argmax for the face it was computed from; records its batches."""
+
+    def __init__(self, face_rgb: np.ndarray, argmax: np.ndarray) -> None:
+        self.face, self.argmax, self.batches = face_rgb, argmax, []
+
+    def parse(self, faces: np.ndarray) -> np.ndarray:
+        self.batches.append(len(faces))
+        assert faces.dtype == np.uint8 and faces.shape[1:] == (512, 512, 3)
+        for face in faces:
+            assert np.array_equal(face, self.face)  # RGB, the restored face as the official parse input
+        return np.stack([self.argmax] * len(faces))
+
+
+class StoredUpsampler:
+    """Returns the kit's stored Real-ESRGAN background for the astronaut photo."""
+
+    def __init__(self, photo_bgr: np.ndarray, upsampled: np.ndarray) -> None:
+        self.photo, self.upsampled, self.calls = photo_bgr, upsampled, 0
+
+    def enhance(self, img: np.ndarray, outscale: float) -> np.ndarray:
+        self.calls += 1
+        assert outscale == 2 and np.array_equal(img, self.photo)
+        return self.upsampled
+
+
+@pytest.mark.parametrize("case", ["s1_noparse", "s1_parse", "s2_noparse", "s2_parse", "s2_parse_bg"])
+def test_official_profile_through_the_restorer(ref: dict[str, np.ndarray], photo_bgr: np.ndarray, case: str) -> None:
+    from codeformer.face.pipeline import RestoreOptions, Restorer
+
+    s = int(case[1])
+    detector = FixedLandmarks([ref["fh_landmarks5"]])
+    parser = StoredParser(ref["fh_restored_bgr_u8"][..., ::-1], ref["fh_parse_argmax_u8"])
+    upsampler = StoredUpsampler(photo_bgr, ref["fh_bg_realesrgan_s2_u8"])
+    opts = RestoreOptions(profile="official", upscale=s, mask="parse" if "_parse" in case else "square",
+                          bg_upsampler="realesrgan" if case.endswith("_bg") else None)
+    model = RollRampModel()
+    result = Restorer(model, detector, parser=parser, upsampler=upsampler).restore(photo_bgr[..., ::-1], opts)
+    out_bgr = np.rint(result.image[..., ::-1] * 255).astype(np.uint8)
+    if s == 1:
+        expected = ref[f"fh_paste_{case}_u8"]
+    else:
+        bg = ref["fh_bg_realesrgan_s2_u8"] if case.endswith("_bg") else ref["fh_bg_linear_s2_u8"]
+        expected = full_s2(ref, case, bg)
+    assert_u8_matches(out_bgr, expected)
+    assert detector.calls == [((512, 512, 3), 640, 5, False)]
+    assert model.batch_sizes == [1]
+    assert parser.batches == ([1] if "_parse" in case else [])
+    assert upsampler.calls == (1 if case.endswith("_bg") else 0)
+    face = result.faces[0]
+    assert np.array_equal(face.cropped, ref["fh_crop_bgr_u8"][..., ::-1])
+    assert np.allclose(face.landmarks5, ref["fh_landmarks5"], atol=1e-4)
+
+
+def test_official_profile_refuses_missing_parts(ref: dict[str, np.ndarray]) -> None:
+    from codeformer.face.pipeline import RestoreOptions, Restorer
+    from tests.face_helpers import IdentityRestorer
+
+    detector = FixedLandmarks([ref["fh_landmarks5"]])
+    with pytest.raises(ValueError, match="face parser"):
+        Restorer(IdentityRestorer(), detector, options=RestoreOptions(profile="official"))
+    with pytest.raises(ValueError, match="RetinaFace"):
+        Restorer(IdentityRestorer(), None, options=RestoreOptions(profile="official", mask="square"))
+    with pytest.raises(ValueError, match="upsampler"):
+        Restorer(IdentityRestorer(), detector, options=RestoreOptions(profile="official", mask="square",
+                                                                        bg_upsampler="realesrgan"))
+    with pytest.raises(ValueError, match="profile"):
+        RestoreOptions(profile="oficial")
+    with pytest.raises(ValueError, match="aligned"):
+        RestoreOptions(profile="official", aligned=True)
+    restorer = Restorer(IdentityRestorer(), detector, options=RestoreOptions(profile="official", mask="square"))
+    with pytest.raises(ValueError, match="face parser"):  # a per-call request is checked too
+        restorer.restore(np.zeros((64, 64, 3), np.uint8), RestoreOptions(profile="official", mask="parse"))
