@@ -198,7 +198,7 @@ class StoredParser:
     def __init__(self, face_rgb: np.ndarray, argmax: np.ndarray) -> None:
         self.face, self.argmax, self.batches = face_rgb, argmax, []
 
-    def parse(self, faces: np.ndarray) -> np.ndarray:
+    def __call__(self, faces: np.ndarray) -> np.ndarray:
         self.batches.append(len(faces))
         assert faces.dtype == np.uint8 and faces.shape[1:] == (512, 512, 3)
         for face in faces:
@@ -207,15 +207,15 @@ class StoredParser:
 
 
 class StoredUpsampler:
-    """Returns the kit's stored Real-ESRGAN background for the astronaut photo."""
+    """Returns the kit's stored Real-ESRGAN background for the astronaut photo (RGB in, RGB out)."""
 
-    def __init__(self, photo_bgr: np.ndarray, upsampled: np.ndarray) -> None:
-        self.photo, self.upsampled, self.calls = photo_bgr, upsampled, 0
+    def __init__(self, photo_bgr: np.ndarray, upsampled_bgr: np.ndarray) -> None:
+        self.photo, self.upsampled, self.calls = photo_bgr[..., ::-1], upsampled_bgr[..., ::-1], 0
 
     def enhance(self, img: np.ndarray, outscale: float) -> np.ndarray:
         self.calls += 1
         assert outscale == 2 and np.array_equal(img, self.photo)
-        return self.upsampled
+        return self.upsampled.copy()
 
 
 @pytest.mark.parametrize("case", ["s1_noparse", "s1_parse", "s2_noparse", "s2_parse", "s2_parse_bg"])

@@ -62,9 +62,10 @@ class FaceModel(Protocol):
 
 
 class FaceParser(Protocol):
-    """What `mask="parse"` needs: a face-parsing network (e.g. `codeformer.face.parsing.load_parsenet(...)`)."""
+    """What `mask="parse"` needs: a callable labelling faces, e.g.
+    `functools.partial(codeformer.face.parsing.parse, load_parsenet(...))` (all faces of a photo in one call)."""
 
-    def parse(self, faces: np.ndarray) -> np.ndarray:
+    def __call__(self, faces: np.ndarray) -> np.ndarray:
         """N×512×512×3 uint8 RGB faces → N×512×512 integer class map (argmax over the 19 ParseNet classes)."""
         ...
 
@@ -73,7 +74,7 @@ class Upsampler(Protocol):
     """What `bg_upsampler` / `face_upsample` need (e.g. `codeformer.upsampler.load_realesrgan(...)`)."""
 
     def enhance(self, img: np.ndarray, outscale: float) -> np.ndarray:
-        """H×W×3 uint8 BGR → (int(H·outscale))×(int(W·outscale))×3 uint8 BGR."""
+        """H×W×3 uint8 RGB → (int(H·outscale))×(int(W·outscale))×3 uint8 RGB."""
         ...
 
 
@@ -283,7 +284,7 @@ class Restorer:
     def check(self, options: RestoreOptions) -> None:
         """Raise ValueError when `options` asks for a part this Restorer was not given."""
         if options.paste_mask == "parse" and self.parser is None:
-            raise ValueError("mask 'parse' needs a face parser (Restorer(..., parser=load_parsenet(...)))")
+            raise ValueError("mask 'parse' needs a face parser (Restorer(..., parser=partial(parse, load_parsenet())))")
         if options.needs_upsampler and self.upsampler is None:
             raise ValueError("bg_upsampler / face_upsample need an upsampler (Restorer(..., upsampler=...))")
         if options.profile == "official" and not hasattr(self.detector, "official_landmarks_5"):
@@ -333,14 +334,13 @@ class Restorer:
             return RestoreResult(from_rgb_float(image, out_rgb), faces, timings)
         return RestoreResult(np.clip(out_rgb, 0.0, 1.0).astype(np.float32), faces, timings)
 
-    def parse_masks(self, faces_rgb_u8: np.ndarray, opts: RestoreOptions) -> list[np.ndarray]:
-        """512² float64 paste masks (`official.parse_mask_face`) of N×512×512×3 uint8 RGB faces, the parser run
-        on `batch_size` faces at a time."""
-        masks = []
-        for start in range(0, len(faces_rgb_u8), opts.batch_size):
-            labels = self.parser.parse(np.ascontiguousarray(faces_rgb_u8[start:start + opts.batch_size]))
-            masks.extend(official.parse_mask_face(label) for label in labels)
-        return masks
+    def parse_masks(self, faces_rgb_u8: np.ndarray) -> list[np.ndarray]:
+        """512² float64 paste masks (`official.parse_mask_face`) of N×512×512×3 uint8 RGB faces, all parsed in
+        one call."""
+        labels = self.parser(np.ascontiguousarray(faces_rgb_u8))
+        if len(labels) != len(faces_rgb_u8):
+            raise ValueError(f"the parser returned {len(labels)} label maps for {len(faces_rgb_u8)} faces")
+        return [official.parse_mask_face(label) for label in labels]
 
     def _restore_photo(self, rgb: np.ndarray, grey: bool,
                        opts: RestoreOptions) -> tuple[np.ndarray, list[FaceResult], dict[str, float]]:
@@ -357,7 +357,7 @@ class Restorer:
         t3 = time.perf_counter()
         masks = None
         if opts.paste_mask == "parse" and len(restored):
-            masks = [m.astype(np.float32) for m in self.parse_masks(to_uint8(restored), opts)]
+            masks = [m.astype(np.float32) for m in self.parse_masks(to_uint8(restored))]
         t4 = time.perf_counter()
         canvas = None
         if opts.bg_upsampler is not None:
@@ -384,12 +384,17 @@ class Restorer:
         return out, results, timings
 
     def _upsample_rgb(self, rgb: np.ndarray, upscale: int) -> np.ndarray:
-        """H×W×3 float32 RGB in [0, 1] → (H·s)×(W·s)×3 float32 through the 8-bit BGR upsampler."""
+        """H×W×3 float32 RGB in [0, 1] → (H·s)×(W·s)×3 float32 through the 8-bit upsampler."""
         h, w = rgb.shape[:2]
-        bgr = self.upsampler.enhance(np.ascontiguousarray(to_uint8(rgb)[:, :, ::-1]), outscale=upscale)
-        if bgr.shape[:2] != (h * upscale, w * upscale):  # int() of the size can miss by one for odd outscale
-            bgr = cv2.resize(bgr, (w * upscale, h * upscale), interpolation=cv2.INTER_LANCZOS4)
-        return bgr[:, :, ::-1].astype(np.float32) / 255.0
+        out = self.upsampler.enhance(to_uint8(rgb), outscale=upscale)
+        if out.shape[:2] != (h * upscale, w * upscale):
+            raise ValueError(f"the upsampler returned {out.shape[1]}×{out.shape[0]}, expected "
+                             f"{w * upscale}×{h * upscale}")
+        return out.astype(np.float32) / 255.0
+
+    def _enhance_bgr(self, bgr: np.ndarray, outscale: int) -> np.ndarray:
+        """The upsampler on uint8 BGR (the official RealESRGANer converts BGR to RGB itself)."""
+        return np.ascontiguousarray(self.upsampler.enhance(np.ascontiguousarray(bgr[:, :, ::-1]), outscale)[:, :, ::-1])
 
     def _restore_photo_official(self, rgb: np.ndarray, grey: bool,
                                 opts: RestoreOptions) -> tuple[np.ndarray, list[FaceResult], dict[str, float]]:
@@ -417,17 +422,19 @@ class Restorer:
             restored = _to_grey(restored, crops_rgb, rgb)
         restored_bgr = np.ascontiguousarray(to_uint8(restored)[..., ::-1])
         t3 = time.perf_counter()
-        upsampled = self.upsampler.enhance(original, outscale=s) if opts.bg_upsampler is not None else None
+        upsampled = None
+        if opts.bg_upsampler is not None:  # the official script enlarges the photo as read, before read_image
+            upsampled = self._enhance_bgr(original, s)
         background = official.official_background(photo, s, upsampled)
         faces = list(restored_bgr)
         face_upsampled = opts.face_upsample and bool(rows)
         if face_upsampled:
-            faces = [self.upsampler.enhance(face, outscale=s) for face in faces]
+            faces = [self._enhance_bgr(face, s) for face in faces]
         t4 = time.perf_counter()
         masks = None
         if opts.paste_mask == "parse" and rows:
             parse_in = np.stack([official.parse_input(face) for face in faces])[..., ::-1]
-            masks = self.parse_masks(parse_in, opts)
+            masks = self.parse_masks(parse_in)
         t5 = time.perf_counter()
         out_bgr = official.paste_faces(background, faces, [official.official_inverse_affine(m, s) for m in affines],
                                        s, masks, face_upsampled)
