@@ -74,8 +74,88 @@ def _add_restore(sub: argparse._SubParsersAction) -> None:
                    "beside each output; html adds OUTDIR/report.html (contact sheet)")
     p.add_argument("--w-sweep", type=_sweep_arg, metavar="W,W,...", help="also write OUTDIR/sweep/NAME_NN.png: "
                    "each face restored with every w listed, e.g. 0,0.25,0.5,0.75,1")
+    _add_photo_parts_args(p)
     _add_video_args(p)
     p.set_defaults(func=_run_restore)
+
+
+def _add_photo_parts_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("whole-photo profile, paste mask and upsampler (docs/restore.md)")
+    g.add_argument("--profile", choices=("default", "official"), default="default", help="default: ours; "
+                   "official: the official inference_codeformer.py conventions (RetinaFace, ParseNet mask, its "
+                   "warps, offsets and rounding; ±1 grey level of the official output)")
+    g.add_argument("--mask", choices=("square", "parse"), help="paste mask: the feathered square, or face and "
+                   "hair from ParseNet within it (default: square for --profile default, parse for official)")
+    g.add_argument("--bg-upsampler", choices=("realesrgan",), help="enlarge the background with Real-ESRGAN x2 "
+                   "(tiled) instead of resizing it")
+    g.add_argument("--bg-tile", type=int, default=400, metavar="N", help="Real-ESRGAN tile size in px; memory "
+                   "is bounded by the tile, not the photo (default 400, the official value; 0: no tiling)")
+    g.add_argument("--face-upsample", action="store_true", help="enlarge each restored face with Real-ESRGAN "
+                   "before pasting (with -s > 1)")
+    g.add_argument("--retinaface-weights", metavar="PATH", help="detection_Resnet50_Final.pth (default: the cache)")
+    g.add_argument("--parsenet-weights", metavar="PATH", help="parsing_parsenet.pth (default: "
+                   "$CODEFORMER_PARSENET or the cache)")
+    g.add_argument("--realesrgan-weights", metavar="PATH", help="RealESRGAN_x2plus.pth (default: the cache)")
+
+
+def _photo_part_files(args: argparse.Namespace, opts: object) -> dict[str, object]:
+    """Weight files of the detector, parser and upsampler that `opts` needs, resolved (found or downloaded)
+    before anything is loaded, so a missing one stops the run before any work. Raises WeightsError."""
+    from codeformer import weights
+
+    need_detector = opts.profile == "official" or getattr(args, "detector", None) == "retinaface"
+    wanted = []  # (role, table name, --flag, explicit path, env var)
+    if need_detector:
+        wanted.append(("detector", "detection_Resnet50_Final.pth", "--retinaface-weights", args.retinaface_weights,
+                       None))
+    if opts.paste_mask == "parse":
+        wanted.append(("parser", "parsing_parsenet.pth", "--parsenet-weights", args.parsenet_weights,
+                       "CODEFORMER_PARSENET"))
+    if opts.needs_upsampler:
+        wanted.append(("upsampler", "RealESRGAN_x2plus.pth", "--realesrgan-weights", args.realesrgan_weights, None))
+    paths = {}
+    for role, name, flag, path, env_var in wanted:
+        try:
+            paths[role] = weights.resolve(name, path=path, env_var=env_var, progress=not args.no_progress)
+        except weights.WeightsError as exc:  # the table's hint names --weights, which is codeformer.pth's flag
+            raise weights.WeightsError(str(exc).replace("pass --weights PATH", f"pass {flag} PATH")) from None
+    return paths
+
+
+def _photo_parts(args: argparse.Namespace, paths: dict[str, object]) -> dict[str, object]:
+    """Load the parts whose files `_photo_part_files` found, as Restorer keyword arguments."""
+    from functools import partial
+
+    parts: dict[str, object] = {}
+    if "detector" in paths:
+        from codeformer.face.retinaface import load_retinaface
+
+        parts["detector"] = load_retinaface(paths["detector"], device=args.device)
+    if "parser" in paths:
+        from codeformer.face.parsing import load_parsenet, parse
+
+        parts["parser"] = partial(parse, load_parsenet(paths["parser"], device=args.device))
+    if "upsampler" in paths:
+        from codeformer.upsampler import load_realesrgan
+
+        parts["upsampler"] = load_realesrgan(paths["upsampler"], device=args.device, tile=args.bg_tile)
+    return parts
+
+
+def _photo_parts_problem(args: argparse.Namespace) -> str | None:
+    """Why the profile/mask/upsampler flags cannot go with the other arguments (None when fine)."""
+    special = [flag for flag, on in (("--profile official", args.profile == "official"), ("--mask", args.mask),
+                                     ("--bg-upsampler", args.bg_upsampler), ("--face-upsample", args.face_upsample))
+               if on]
+    if not special:
+        return None
+    if _is_video_run(args):
+        return f"{', '.join(special)}: for photos only, not videos"
+    if args.fidelity == "auto" or args.w_sweep:
+        return f"{', '.join(special)}: not with -w auto or --w-sweep"
+    if args.bg_tile < 0:
+        return f"--bg-tile must be >= 0, got {args.bg_tile}"
+    return None
 
 
 def _fidelity_arg(text: str) -> float | str:
@@ -209,9 +289,15 @@ def _run_restore(args: argparse.Namespace) -> int:
     if video_problem:
         print(f"codeformer restore: {video_problem}", file=sys.stderr)
         return 2
+    parts_problem = _photo_parts_problem(args)
+    if parts_problem:
+        print(f"codeformer restore: {parts_problem}", file=sys.stderr)
+        return 2
     try:
         opts = RestoreOptions(w=_fixed_w(args.fidelity), upscale=args.upscale, faces=args.faces, min_face=args.min_face,
-                              aligned=args.aligned, batch_size=args.batch_size, draw_boxes=args.draw_boxes)
+                              aligned=args.aligned, batch_size=args.batch_size, draw_boxes=args.draw_boxes,
+                              profile=args.profile, mask=args.mask, bg_upsampler=args.bg_upsampler,
+                              face_upsample=args.face_upsample)
     except ValueError as exc:
         print(f"codeformer restore: {exc}", file=sys.stderr)
         return 2
@@ -231,6 +317,11 @@ def _run_restore(args: argparse.Namespace) -> int:
         print("codeformer restore: --onnx needs --runtime onnx", file=sys.stderr)
         return 2
     try:
+        part_files = _photo_part_files(args, opts)
+    except weights.WeightsError as exc:
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 1
+    try:
         from codeformer.backends import load_face_model
 
         model, _ = load_face_model(args.runtime, args.weights, args.onnx, args.device,
@@ -238,8 +329,13 @@ def _run_restore(args: argparse.Namespace) -> int:
     except (weights.WeightsError, OSError, ValueError, RuntimeError, KeyError) as exc:
         print(f"error: {one_line_error(str(args.weights or 'codeformer.pth'), exc)}", file=sys.stderr)
         return 1
+    try:
+        parts = _photo_parts(args, part_files)
+    except (weights.WeightsError, OSError, ValueError, RuntimeError, KeyError) as exc:
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 1
     print(weights.describe("codeformer.pth"), file=sys.stderr)
-    restorer = Restorer(model, device=args.device, options=opts)
+    restorer = Restorer(model, device=args.device, options=opts, **parts)
     if _is_video_run(args):
         return _run_restore_video(args, restorer, opts)
     if stream and args.fidelity == "auto":

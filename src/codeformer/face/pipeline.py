@@ -132,6 +132,8 @@ class RestoreOptions:
         if self.bg_upsampler is not None and self.bg_upsampler not in BG_UPSAMPLERS:
             raise ValueError(f"bg_upsampler must be None or one of {', '.join(BG_UPSAMPLERS)}, "
                              f"got {self.bg_upsampler!r}")
+        if self.face_upsample and self.profile == "default" and self.upscale == 1:
+            raise ValueError("face_upsample enlarges the faces for an upscale above 1; use upscale 2 or more")
         if self.aligned and (self.profile != "default" or self.mask == "parse" or self.needs_upsampler):
             raise ValueError("aligned inputs take no profile, mask or upsampler options (there is no paste-back)")
         if not 0.0 <= self.w <= 2.0:
@@ -363,7 +365,7 @@ class Restorer:
         if opts.bg_upsampler is not None:
             canvas = self._upsample_rgb(rgb, opts.upscale)
         faces, inverses = list(restored), [invert_affine(m) for m in affines]
-        if opts.face_upsample and opts.upscale > 1 and faces:
+        if opts.face_upsample and faces:
             s = opts.upscale
             faces = [self._upsample_rgb(face, s) for face in faces]
             inverses = [_from_enlarged_crop(inv, s) for inv in inverses]
