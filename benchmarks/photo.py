@@ -7,6 +7,18 @@ batched (all faces in one model call), and prints a Markdown table (best of --re
 
 PATH may be the released file or a synthetic checkpoint of the same layout (e.g. the parity kit's filled
 weights); the time does not depend on the weight values.
+
+`--vs-official` instead times the two-face photo of issue 11 (astronaut.png and a mirrored grace_hopper.jpg on a
+1200×700 canvas) at -s 2, our `--profile official` and our default against a model of the official script's cost:
+the same parts run the official way (RetinaFace once, CodeFormer one face at a time, ParseNet once per face,
+Real-ESRGAN x2 background with tile 400 / pad 40):
+
+    .venv/bin/python benchmarks/photo.py --vs-official --synthetic --threads 2
+
+`--synthetic` fills every network with the parity kit's rule (../shared/parity/fill_weights.py) in a temporary
+folder: timings only, the pictures mean nothing. The Real-ESRGAN background is the same computation in every row
+that has it (same tiles, same network), so it is timed once and added to those rows; by default it is estimated
+from one call on the largest padded tile (cost ∝ tile area), `--full-bg` times the real tiled pass instead.
 """
 
 from __future__ import annotations
@@ -53,9 +65,149 @@ def time_once(restorer: Restorer, data: bytes, opts: RestoreOptions) -> tuple[di
     return {"decode": t1 - t0, **result.timings, "encode": t3 - t2}, len(result.faces)
 
 
+KIT = Path(__file__).resolve().parents[2] / "shared" / "parity"
+COLUMNS = ("detect", "align", "restore", "parse", "paste")
+
+
+def two_face_photo() -> np.ndarray:
+    """700×1200 RGB: astronaut.png and a mirrored grace_hopper.jpg on a grey canvas (issue 11's photo)."""
+    canvas = np.full((700, 1200, 3), 90, np.uint8)
+    canvas[94:606, 40:552] = read_image(EXAMPLES / "astronaut.png").pixels[:, :, :3]
+    canvas[50:650, 640:1152] = read_image(EXAMPLES / "grace_hopper.jpg").pixels[:, ::-1, :3]
+    return canvas
+
+
+def synthetic_weights(folder: Path) -> dict[str, Path]:
+    """The parity kit's filled weights for the five networks, in their released file layouts."""
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("fill_weights", KIT / "fill_weights.py")
+    fill = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fill)
+    seed = json.loads((KIT / "reference.json").read_text())["fill_seed"]
+    files = {"codeformer": folder / "codeformer.pth", "retinaface": folder / "det.pth",
+             "parsenet": folder / "parse.pth", "realesrgan": folder / "sr.pth"}
+    torch.save({"params_ema": fill.fill_state_dict(str(KIT / "keys_codeformer.json"), seed=seed)}, files["codeformer"])
+    sd = fill.fill_state_dict(str(KIT / "pipeline" / "keys_retinaface_r50.json"))
+    torch.save({"module." + k: v for k, v in sd.items()}, files["retinaface"])
+    torch.save(fill.fill_state_dict(str(KIT / "pipeline" / "keys_parsenet.json")), files["parsenet"])
+    torch.save({"params_ema": fill.fill_state_dict(str(KIT / "pipeline" / "keys_realesrgan_x2plus.json"))},
+               files["realesrgan"])
+    return files
+
+
+class LinearUpsampler:
+    """Stands in for Real-ESRGAN inside the timed rows (its pass is timed once, see `time_background`)."""
+
+    def enhance(self, img: np.ndarray, outscale: float) -> np.ndarray:
+        h, w = img.shape[:2]
+        return cv2.resize(img, (int(w * outscale), int(h * outscale)), interpolation=cv2.INTER_LINEAR)
+
+
+def padded_tiles(h: int, w: int, tile: int, pad: int) -> list[tuple[int, int]]:
+    """(rows, cols) of the network input of every tile of an h×w image (even sizes), as the tiled upsampler cuts
+    it: tile×tile pieces widened by `pad` on each side, clipped to the image."""
+    shapes = []
+    for y0 in range(0, h, tile):
+        for x0 in range(0, w, tile):
+            rows = min(y0 + tile + pad, h) - max(y0 - pad, 0)
+            cols = min(x0 + tile + pad, w) - max(x0 - pad, 0)
+            shapes.append((rows, cols))
+    return shapes
+
+
+def time_background(upsampler: object, rgb: np.ndarray, full: bool) -> tuple[float, str]:
+    """Seconds of the Real-ESRGAN x2 background pass over `rgb`, and how they were obtained."""
+    if full:
+        t0 = time.perf_counter()
+        upsampler.enhance(rgb, 2)
+        return time.perf_counter() - t0, "timed: the full tiled pass"
+    h, w = rgb.shape[:2]
+    shapes = padded_tiles(h + h % 2, w + w % 2, upsampler.tile, upsampler.tile_pad)
+    largest = max(shapes, key=lambda s: s[0] * s[1])
+    x = torch.rand(1, 3, *largest)
+    with torch.inference_mode():
+        upsampler.net(x[:, :, :64, :64])  # warm-up
+        t0 = time.perf_counter()
+        upsampler.net(x)
+        seconds = time.perf_counter() - t0
+    area = sum(r * c for r, c in shapes)
+    note = (f"estimated: one {largest[1]}×{largest[0]} tile timed ({seconds:.1f} s) × the area of all "
+            f"{len(shapes)} padded tiles")
+    return seconds * area / (largest[0] * largest[1]), note
+
+
+def vs_official(args: argparse.Namespace) -> None:
+    """Our --profile official and default against the official script's cost on the two-face photo at -s 2."""
+    import tempfile
+    from functools import partial
+
+    from codeformer.face.parsing import load_parsenet, parse
+    from codeformer.face.retinaface import load_retinaface
+    from codeformer.upsampler import load_realesrgan
+
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.synthetic:
+            files = synthetic_weights(Path(tmp))
+        else:
+            files = {"codeformer": args.weights, "retinaface": args.retinaface_weights,
+                     "parsenet": args.parsenet_weights, "realesrgan": args.realesrgan_weights}
+            missing = [k for k, v in files.items() if not v]
+            if missing:
+                raise SystemExit(f"--vs-official needs --synthetic or the weights of: {', '.join(missing)}")
+        net = load_codeformer(files["codeformer"])
+        retina = load_retinaface(files["retinaface"], device=args.device)
+        parsenet = load_parsenet(files["parsenet"], device=args.device)
+        realesrgan = load_realesrgan(files["realesrgan"], device=args.device)
+    photo = two_face_photo()
+    pic = Picture(photo)
+    bg_seconds, bg_note = time_background(realesrgan, photo, args.full_bg)
+    fp32, bf16 = TorchRunner(net, args.device, "fp32"), TorchRunner(net, args.device, "bf16")
+    up = LinearUpsampler()
+    rows = [  # name, restorer, options, Real-ESRGAN background in this row
+        ("official script (cost model: 1 face at a time, ParseNet per face)",
+         Restorer(fp32, retina, args.device, parser=partial(parse, parsenet, batch_size=1), upsampler=up),
+         RestoreOptions(w=0.7, upscale=2, profile="official", batch_size=1, bg_upsampler="realesrgan"), True),
+        ("ours --profile official --bg-upsampler realesrgan",
+         Restorer(fp32, retina, args.device, parser=partial(parse, parsenet), upsampler=up),
+         RestoreOptions(w=0.7, upscale=2, profile="official", batch_size=4, bg_upsampler="realesrgan"), True),
+        ("ours --profile official (no background upsampler)",
+         Restorer(fp32, retina, args.device, parser=partial(parse, parsenet)),
+         RestoreOptions(w=0.7, upscale=2, profile="official", batch_size=4), False),
+        ("ours default", Restorer(fp32, DlibDetector(), args.device), RestoreOptions(w=0.7, upscale=2), False),
+        ("ours default --precision bf16", Restorer(bf16, DlibDetector(), args.device),
+         RestoreOptions(w=0.7, upscale=2), False),
+    ]
+    print(f"two-face photo 1200×700, -s 2, device {args.device}, torch threads {torch.get_num_threads()}, "
+          f"best of {args.repeat}, seconds; {'synthetic weights (timings only)' if args.synthetic else ''}")
+    print(f"Real-ESRGAN x2 background (tile 400, pad 40): {bg_seconds:.1f} s, {bg_note}\n")
+    print("| run | faces | " + " | ".join(COLUMNS) + " | bg upsample | total | speed-up |")
+    print("|---|---|" + "---|" * (len(COLUMNS) + 3))
+    reference = None
+    for name, restorer, opts, with_bg in rows:
+        runs = []
+        for _ in range(args.repeat):
+            result = restorer.restore(pic, opts)
+            runs.append(result.timings)
+        best = {c: min(r.get(c, 0.0) for r in runs) for c in COLUMNS}
+        bg = bg_seconds if with_bg else 0.0
+        total = sum(best.values()) + bg
+        reference = reference or total
+        cells = " | ".join(f"{best[c]:.2f}" for c in COLUMNS)
+        print(f"| {name} | {len(result.faces)} | {cells} | {bg:.1f} | {total:.1f} | {reference / total:.2f}× |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--weights", required=True, help="codeformer.pth (released or synthetic)")
+    parser.add_argument("--weights", help="codeformer.pth (released or synthetic)")
+    parser.add_argument("--vs-official", action="store_true", help="the issue-11 table (see the module docstring)")
+    parser.add_argument("--synthetic", action="store_true", help="with --vs-official: the parity kit's filled "
+                        "weights for every network (timings only)")
+    parser.add_argument("--full-bg", action="store_true", help="with --vs-official: time the full Real-ESRGAN pass")
+    parser.add_argument("--retinaface-weights", help="with --vs-official: detection_Resnet50_Final.pth")
+    parser.add_argument("--parsenet-weights", help="with --vs-official: parsing_parsenet.pth")
+    parser.add_argument("--realesrgan-weights", help="with --vs-official: RealESRGAN_x2plus.pth")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeat", type=int, default=1, help="runs per case; the best time per stage is kept")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
@@ -63,6 +215,11 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.vs_official:
+        vs_official(args)
+        return
+    if not args.weights:
+        parser.error("--weights is required (or use --vs-official --synthetic)")
     model = TorchRunner(load_codeformer(args.weights), args.device, args.precision)
     restorer = Restorer(model, DlibDetector(), device=args.device)
     photos = {"grace_hopper.jpg (1 face)": (EXAMPLES / "grace_hopper.jpg").read_bytes(),
