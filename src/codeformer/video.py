@@ -361,6 +361,8 @@ def restore_video(restorer: Restorer, source: str | os.PathLike[str], target: st
     Raises `VideoError` (one line naming the file) when the input cannot be used or the output not written."""
     started = time.perf_counter()
     opts = opts or restorer.options
+    if opts.profile != "default" or opts.paste_mask != "square" or opts.needs_upsampler:
+        raise ValueError("videos take the default profile with the square mask and no upsampler")
     video = video or VideoOptions()
     source, target = Path(source), Path(target)
     if opts.aligned:

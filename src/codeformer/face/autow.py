@@ -120,6 +120,8 @@ class AutoWRestorer:
     def restore(self, image: Picture | np.ndarray, options: RestoreOptions | None = None) -> RestoreResult:
         """Restore every selected face of `image`, each with its own automatic w."""
         opts = options or self.restorer.options
+        if opts.profile != "default" or opts.paste_mask != "square" or opts.needs_upsampler:
+            raise ValueError("automatic w takes the default profile with the square mask and no upsampler")
         rgb, grey = as_rgb_float(image)
         if opts.aligned:
             crop = cv2.resize(rgb, (512, 512), interpolation=cv2.INTER_LINEAR)
