@@ -263,6 +263,9 @@ def test_official_profile_refuses_missing_parts(ref: dict[str, np.ndarray]) -> N
     with pytest.raises(ValueError, match="aligned"):
         RestoreOptions(profile="official", aligned=True)
     restorer = Restorer(IdentityRestorer(), detector, options=RestoreOptions(profile="official", mask="square"))
+    with pytest.raises(ValueError, match="too elongated"):
+        restorer.restore(np.zeros((40, 600, 3), np.uint8))
+    assert detector.calls == []
     with pytest.raises(ValueError, match="face parser"):  # a per-call request is checked too
         restorer.restore(np.zeros((64, 64, 3), np.uint8), RestoreOptions(profile="official", mask="parse"))
 

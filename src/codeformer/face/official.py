@@ -32,6 +32,7 @@ from codeformer.face.align import FACE_SIZE, TEMPLATE_512
 BORDER_BGR = (135, 133, 132)  # the official crop's constant border, BGR
 MIN_SHORT_SIDE = 512  # the official read_image enlarges smaller photos to this short side
 DETECT_SHORT_SIDE = 640  # get_face_landmarks_5(resize=640)
+MAX_DETECT_LONG_SIDE = 8192  # ours: refuse photos whose detector input would be longer (the official has no cap)
 EYE_DIST_THRESHOLD = 5  # get_face_landmarks_5(eye_dist_threshold=5), as the official script calls it
 # ParseNet classes the official mask keeps out (background, neck, cloth, hat and one more); all others are 255.
 PARSE_ZERO_CLASSES = (0, 14, 16, 17, 18)

@@ -407,6 +407,11 @@ class Restorer:
         original = np.ascontiguousarray(to_uint8(rgb)[:, :, ::-1])
         photo = official.official_read_resize(original)
         f = photo.shape[1] / original.shape[1]
+        long_side = max(photo.shape[:2]) * official.DETECT_SHORT_SIDE / min(photo.shape[:2])
+        if long_side > official.MAX_DETECT_LONG_SIDE:
+            # The official resize has no cap: a 1:100 panorama would run RetinaFace at 640×64000 (many GB).
+            raise ValueError(f"the photo is too elongated for the official detection resize (its long side would "
+                             f"be {long_side:.0f} px > {official.MAX_DETECT_LONG_SIDE}); use --profile default")
         det_faces, landmarks = self.detector.official_landmarks_5(photo, resize=official.DETECT_SHORT_SIDE,
                                                                  eye_dist_threshold=official.EYE_DIST_THRESHOLD,
                                                                  only_center_face=opts.faces == "center")
