@@ -55,7 +55,8 @@ def _load_generator(cfg: Stage3Config, model: CodeFormer, hq_vqgan: VQAutoEncode
     if cfg.codeformer_path is not None:
         load_state_dict_strict(model, read_state_dict(cfg.codeformer_path), cfg.codeformer_path)
         return
-    log.warning("no codeformer_path: CodeFormer starts from the (random or given) VQGAN only (random_init)")
+    if cfg.init_from != "vqgan":
+        log.warning("no codeformer_path: CodeFormer starts from the (random or given) VQGAN only (random_init)")
     if hq_vqgan is not None:
         load_autoencoder_part(model, hq_vqgan.state_dict(), cfg.vqgan_path or "random VQGAN")
 
