@@ -78,14 +78,19 @@ def read_mask(path: str | Path) -> np.ndarray:
     return mask
 
 
-def check_mask(mask: np.ndarray, shape: tuple[int, ...], name: str) -> None:
-    """Raise MaskError unless `mask` is an H×W bool array of the image's size with at least one hole pixel."""
+def _named(name: str | None, problem: str) -> str:
+    return f"{name}: {problem}" if name else problem
+
+
+def check_mask(mask: np.ndarray, shape: tuple[int, ...], name: str | None = None) -> None:
+    """Raise MaskError unless `mask` is an H×W bool array of the image's size with at least one hole pixel;
+    `name` (the mask file) starts the message."""
     if mask.shape != tuple(shape[:2]):
-        raise MaskError(f"{name}: the mask is {mask.shape[1]}×{mask.shape[0]} but the image is "
-                        f"{shape[1]}×{shape[0]}; they must be the same size")
+        raise MaskError(_named(name, f"the mask is {mask.shape[1]}×{mask.shape[0]} but the image is "
+                        f"{shape[1]}×{shape[0]}; they must be the same size"))
     if not mask.any():
-        raise MaskError(f"{name}: no hole to fill (no pure-white pixel); paint the damage white (255, 255, 255) "
-                        "or give a mask image")
+        raise MaskError(_named(name, "no hole to fill (no pure-white pixel); paint the damage white "
+                               "(255, 255, 255) or give a mask image"))
 
 
 def _dilate(mask: np.ndarray, px: int) -> np.ndarray:
@@ -101,9 +106,10 @@ class Inpainter(Restorer):
     """
 
     def restore(self, image: Picture | np.ndarray, options: RestoreOptions | None = None,
-                mask: np.ndarray | None = None, mask_name: str = "image") -> RestoreResult:
+                mask: np.ndarray | None = None, mask_name: str | None = None) -> RestoreResult:
         """Fill the hole of `image` (a Picture or an H×W[×C] array). mask: H×W bool (True = hole); None takes the
-        pure-white pixels of the image. Raises MaskError (no hole, wrong size, hole on no face)."""
+        pure-white pixels of the image; mask_name (its file) starts the mask errors. Raises MaskError (no hole,
+        wrong size, no face, hole on no face)."""
         opts = dataclasses.replace(options or self.options, w=INPAINT_W, adain=False)
         if opts.upscale != 1:
             raise ValueError(f"inpainting keeps the input size: upscale must be 1, got {opts.upscale}")
@@ -156,11 +162,11 @@ class Inpainter(Restorer):
         return out, [face], {"detect": 0.0, "align": t1 - t0, "restore": t2 - t1, "paste": time.perf_counter() - t2}
 
     def _inpaint_photo(self, rgb: np.ndarray, hole: np.ndarray, grey: bool, opts: RestoreOptions,
-                       name: str) -> tuple[np.ndarray, list[FaceResult], dict[str, float]]:
+                       name: str | None) -> tuple[np.ndarray, list[FaceResult], dict[str, float]]:
         t0 = time.perf_counter()
         detected = self.detect(rgb, opts)
         if not detected:
-            raise MaskError(f"{name}: no face found, so the hole cannot be filled (for a face crop use --aligned)")
+            raise MaskError("no face found, so the hole cannot be filled (for a face crop use --aligned)")
         t1 = time.perf_counter()
         affines = [estimate_affine(face.landmarks5) for face in detected]
         crops = np.stack([warp_face(rgb, m) for m in affines])
@@ -169,21 +175,22 @@ class Inpainter(Restorer):
                                                  flags=cv2.INTER_LINEAR) > 0, CROP_MASK_DILATION) for m in affines])
         touched = holes.any(axis=(1, 2))
         if not touched.any():
-            raise MaskError(f"{name}: the hole lies on none of the {len(detected)} detected face(s); only faces "
-                            "are filled")
+            raise MaskError(_named(name, f"the hole lies on none of the {len(detected)} detected face(s); only "
+                                         "faces are filled"))
         t2 = time.perf_counter()
         filled = crops.copy()
         filled[touched] = self.fill_crops(crops[touched], holes[touched], opts, grey)
         t3 = time.perf_counter()
         inverses = [invert_affine(m) for m in affines]
         out = paste_back(rgb, list(filled[touched]), [inv for inv, t in zip(inverses, touched, strict=True) if t])
-        coverage = paste_back(np.zeros(rgb.shape[:2] + (1,), np.float32),
-                              [np.ones((FACE_SIZE, FACE_SIZE, 1), np.float32)] * int(touched.sum()),
-                              [inv for inv, t in zip(inverses, touched, strict=True) if t])[:, :, 0]
+        # paste weight per pixel: black faces on a white page give 1 − weight (the border warps to black too)
+        coverage = 1.0 - paste_back(np.ones(rgb.shape[:2] + (1,), np.float32),
+                                    [np.zeros((FACE_SIZE, FACE_SIZE, 1), np.float32)] * int(touched.sum()),
+                                    [inv for inv, t in zip(inverses, touched, strict=True) if t])[:, :, 0]
         outside = int((hole & (coverage < 1.0)).sum())
         if outside:
-            log.warning("%s: %d of %d hole pixels lie outside the faces (or on their feathered edge) and are "
-                        "filled only partly or not at all", name, outside, int(hole.sum()))
+            log.warning("%d of %d hole pixels lie outside the faces (or on their feathered edge) and are filled "
+                        "only partly or not at all", outside, int(hole.sum()))
         t4 = time.perf_counter()
         results = [FaceResult(face.box, face.score, face.landmarks5, crop_side_in_image(m), INPAINT_W,
                               to_uint8(crop), to_uint8(fill), m)
