@@ -230,7 +230,8 @@ def test_variant_presets_match_the_official_configs() -> None:
     # CodeFormer_colorization.yml: the "large" chain plus colour jitter 0.3 (shift 20), torch jitter 0.3, grey 0.01
     assert (colour.blur_sigma, colour.downsample_range, colour.noise_range, colour.jpeg_range) == (
         LARGE.blur_sigma, LARGE.downsample_range, LARGE.noise_range, LARGE.jpeg_range)
-    assert (colour.rgb_shift_prob, colour.rgb_shift, colour.color_jitter_prob, colour.gray_prob) == (0.3, 20.0, 0.3, 0.01)
+    assert (colour.rgb_shift_prob, colour.rgb_shift, colour.color_jitter_prob, colour.gray_prob) == (
+        0.3, 20.0, 0.3, 0.01)
     assert (colour.brightness, colour.contrast, colour.saturation, colour.hue) == (
         (0.5, 1.5), (0.5, 1.5), (0.0, 1.5), (-0.1, 0.1))
     assert colour.corrupt and not colour.brush_strokes
