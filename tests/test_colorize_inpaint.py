@@ -222,6 +222,11 @@ def test_white_mask_and_read_mask(tmp_path: Path) -> None:
     mask[2:4, 1:3] = 255
     write_image(tmp_path / "m.png", Picture(mask[:, :, None]))
     assert read_mask(tmp_path / "m.png").sum() == 4
+    layer = np.full((6, 7, 4), 255, np.uint8)  # white everywhere, but only the stroke is opaque
+    layer[:, :, 3] = 0
+    layer[1, 1:5, 3] = 255
+    write_image(tmp_path / "layer.png", Picture(layer))
+    assert read_mask(tmp_path / "layer.png").sum() == 4
     write_image(tmp_path / "empty.png", Picture(np.zeros((6, 7, 1), np.uint8)))
     with pytest.raises(MaskError, match=r"empty\.png: the mask has no hole"):
         read_mask(tmp_path / "empty.png")
@@ -256,6 +261,15 @@ def test_inpaint_with_a_mask_file_paints_the_hole_white_first() -> None:
     assert np.all(seen[hole] == 1.0) and np.array_equal(to_uint8(seen[~hole]), face[~hole])
     assert np.array_equal(out[~hole], face[~hole])
     assert np.all(out[hole] == FILL_RGB)
+
+
+def test_inpaint_fills_a_grey_face_with_grey() -> None:
+    face = grey_u8(no_white(load_rgb(ASTRONAUT)))  # three equal channels
+    hole = stroke_mask(512, 512, [(100, 300), (400, 320)])
+    out = Inpainter(Fill()).restore(face, RestoreOptions(aligned=True), mask=hole).image
+    filled = to_uint8(out)[hole]
+    assert np.array_equal(filled[:, 0], filled[:, 1]) and np.array_equal(filled[:, 1], filled[:, 2])
+    assert abs(int(filled[0, 0]) - round(float(np.dot(FILL_RGB, LUMA)))) <= 1
 
 
 def test_inpaint_non_512_crop_keeps_every_pixel_outside_the_hole(caplog) -> None:

@@ -67,12 +67,15 @@ def white_mask(image: Picture | np.ndarray) -> np.ndarray:
 
 
 def read_mask(path: str | Path) -> np.ndarray:
-    """A black/white mask image → H×W bool hole mask (white = hole: luma at least half of full scale).
+    """A black/white mask image → H×W bool hole mask (white = hole: luma at least half of full scale; with an
+    alpha channel, also at least half opaque, so white strokes on a transparent layer work).
     Raises ImageReadError for an unreadable file and MaskError for a mask with no hole."""
     pic = read_image(path)
-    px = pic.pixels[:, :, :3].astype(np.float32) / (65535.0 if pic.bit_depth == 16 else 255.0)
-    luma = px[:, :, 0] if px.shape[2] == 1 else px @ np.array([0.299, 0.587, 0.114], np.float32)
+    px = pic.pixels.astype(np.float32) / (65535.0 if pic.bit_depth == 16 else 255.0)
+    luma = px[:, :, 0] if px.shape[2] == 1 else px[:, :, :3] @ np.array([0.299, 0.587, 0.114], np.float32)
     mask = luma >= 0.5
+    if pic.has_alpha:
+        mask &= px[:, :, 3] >= 0.5
     if not mask.any():
         raise MaskError(f"{path}: the mask has no hole (no white pixel; white marks what to fill)")
     return mask
