@@ -402,3 +402,16 @@ def test_cli_missing_weights_offline_is_one_line_before_any_work(tmp_path: Path,
     assert code == 1 and len(err.splitlines()) == 1
     assert f"put it at {weights.weights_dir() / 'codeformer_colorization.pth'}" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_cli_notes_a_restoration_checkpoint_given_as_a_variant(tmp_path: Path, monkeypatch, capsys) -> None:
+    from codeformer.cli import main
+
+    restoration_like = Tint()
+    restoration_like.connect_list = (32, 64, 128, 256)  # the layout of codeformer.pth
+    monkeypatch.setattr("codeformer.checkpoint.load_codeformer", lambda path, device="cpu": restoration_like)
+    monkeypatch.setattr("codeformer.runtime.TorchRunner", lambda model, *a, **k: model)
+    (tmp_path / "codeformer.pth").write_bytes(b"stand-in")
+    code = main(["colorize", str(ASTRONAUT), "-o", str(tmp_path / "out"), "--aligned", "--no-progress",
+                 "--weights", str(tmp_path / "codeformer.pth")])
+    assert code == 0 and "fusion block at 256 like the restoration model" in capsys.readouterr().err

@@ -88,10 +88,10 @@ def run_edit(args: argparse.Namespace) -> int:
     """Check the arguments, resolve and load the weights, run the batch; returns an exit code."""
     from codeformer import weights
     from codeformer.checkpoint import CheckpointError, load_codeformer
-    from codeformer.data.images import ImageReadError
+    from codeformer.data.images import ImageReadError, read_image
     from codeformer.face.batch import OutputOptions, one_line_error, run_batch
     from codeformer.face.colorize import Colorizer
-    from codeformer.face.inpaint import Inpainter, MaskError, read_mask
+    from codeformer.face.inpaint import Inpainter, MaskError, check_mask, read_mask
     from codeformer.face.pipeline import RestoreOptions
     from codeformer.runtime import TorchRunner
 
@@ -104,16 +104,22 @@ def run_edit(args: argparse.Namespace) -> int:
         opts = RestoreOptions(w=0.0 if kind == "colorize" else 1.0, faces=args.faces, min_face=args.min_face,
                               aligned=args.aligned, batch_size=args.batch_size, adain=kind == "colorize")
         mask = read_mask(args.mask) if getattr(args, "mask", None) else None
+        if mask is not None:  # size check now, before the weights are loaded
+            check_mask(mask, read_image(args.inputs[0]).pixels.shape, args.mask)
     except (ValueError, ImageReadError, MaskError) as exc:
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2 if not isinstance(exc, (ImageReadError, MaskError)) else 1
     name, env = WEIGHT_FILES[kind]
     try:
         path = weights.resolve(name, path=args.weights, env_var=env, progress=not args.no_progress)
-        model = TorchRunner(load_codeformer(path), args.device)
+        network = load_codeformer(path)
+        model = TorchRunner(network, args.device)
     except (weights.WeightsError, CheckpointError, OSError, RuntimeError) as exc:
         print(f"error: {one_line_error(str(args.weights or name), exc)}", file=sys.stderr)
         return 1
+    if 256 in getattr(network, "connect_list", ()):
+        print(f"note: {path} has a fusion block at 256 like the restoration model codeformer.pth; the released "
+              f"{name} has none (is this the right file?)", file=sys.stderr)
     print(weights.describe(name), file=sys.stderr)
     if kind == "colorize":
         editor: object = Colorizer(model, device=args.device, options=opts, from_colour=args.from_colour)
