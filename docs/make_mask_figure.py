@@ -16,7 +16,7 @@ import numpy as np
 from codeformer.data.images import Picture, read_image, write_image
 from codeformer.face.align import FACE_SIZE, estimate_affine, invert_affine, warp_face
 from codeformer.face.detection import DlibDetector
-from codeformer.face.inpaint import CROP_MASK_DILATION, _dilate, white_mask
+from codeformer.face.inpaint import hole_in_crop, white_mask
 from codeformer.face.paste import paste_back
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,8 +53,7 @@ def main() -> None:
     face = DlibDetector().detect(painted)[0]
     affine = estimate_affine(face.landmarks5)
     crop = warp_face(painted, affine)
-    crop_hole = _dilate(cv2.warpAffine(hole.astype(np.float32), affine, (FACE_SIZE, FACE_SIZE),
-                                       flags=cv2.INTER_LINEAR) > 0, CROP_MASK_DILATION)
+    crop_hole = hole_in_crop(hole, affine)
     weight = 1.0 - paste_back(np.ones((h, w, 1), np.float32), [np.zeros((FACE_SIZE, FACE_SIZE, 1), np.float32)],
                               [invert_affine(affine)])[:, :, 0]
     may_change = hole & (weight > 0)

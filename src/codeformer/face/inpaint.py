@@ -101,6 +101,14 @@ def _dilate(mask: np.ndarray, px: int) -> np.ndarray:
     return cv2.dilate(mask.astype(np.uint8), kernel).astype(bool)
 
 
+def hole_in_crop(hole: np.ndarray, affine: np.ndarray, size: int = FACE_SIZE) -> np.ndarray:
+    """The photo's H×W bool hole seen in the size×size crop of `affine` (image → crop): every crop pixel that a hole
+    pixel reaches with a bilinear weight > 0, dilated by CROP_MASK_DILATION px so that the bicubic paste-back
+    never reads an unfilled crop pixel. Returns size×size bool."""
+    warped = cv2.warpAffine(hole.astype(np.float32), affine, (size, size), flags=cv2.INTER_LINEAR)
+    return _dilate(warped > 0, CROP_MASK_DILATION)
+
+
 class Inpainter(Restorer):
     """Fills the white-painted (or masked) holes of faces with the inpainting network.
 
@@ -173,9 +181,7 @@ class Inpainter(Restorer):
         t1 = time.perf_counter()
         affines = [estimate_affine(face.landmarks5) for face in detected]
         crops = np.stack([warp_face(rgb, m) for m in affines])
-        # A hole pixel reaches the crop through bilinear weights > 0; dilating covers the paste-back's reach.
-        holes = np.stack([_dilate(cv2.warpAffine(hole.astype(np.float32), m, (FACE_SIZE, FACE_SIZE),
-                                                 flags=cv2.INTER_LINEAR) > 0, CROP_MASK_DILATION) for m in affines])
+        holes = np.stack([hole_in_crop(hole, m) for m in affines])
         touched = holes.any(axis=(1, 2))
         if not touched.any():
             raise MaskError(_named(name, f"the hole lies on none of the {len(detected)} detected face(s); only "
