@@ -322,3 +322,40 @@ def test_default_profile_parse_mask_background_and_face_upsample(ref: dict[str, 
     # A 2× enlarged face pasted with the matching geometry lands where the 512 face does: 0.29 levels apart on
     # average in the face box, against 0.68 when the enlarged crop's pixel centres are mapped half a pixel off.
     assert np.abs(faceup.astype(int) - square)[40:390, 280:630].mean() < 0.45
+
+
+# ---------------------------------------------------------------------------------------------- command line
+
+
+@pytest.mark.parametrize("flags, missing, flag", [
+    (["--profile", "official"], "detection_Resnet50_Final.pth", "--retinaface-weights"),
+    (["--mask", "parse"], "parsing_parsenet.pth", "--parsenet-weights"),
+])
+def test_cli_missing_part_weights_offline_is_one_line_before_any_work(tmp_path, monkeypatch, capsys, flags: list[str],
+                                                                      missing: str, flag: str) -> None:
+    from codeformer.cli import main
+
+    monkeypatch.setenv("CODEFORMER_OFFLINE", "1")
+    monkeypatch.setenv("CODEFORMER_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("CODEFORMER_PARSENET", raising=False)
+    monkeypatch.delenv("CODEFORMER_WEIGHTS", raising=False)
+    out = tmp_path / "out"
+    assert main(["restore", str(ASTRONAUT), "-o", str(out), *flags]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and missing in err and "put it at" in err and f"pass {flag} PATH" in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("flags, problem", [
+    (["--profile", "official", "-w", "auto"], "not with -w auto"),
+    (["--mask", "parse", "--w-sweep", "0,1"], "not with -w auto"),
+    (["--bg-upsampler", "realesrgan", "--bg-tile", "-1"], "--bg-tile"),
+    (["--face-upsample"], "upscale 2 or more"),
+    (["--profile", "official", "--aligned"], "aligned"),
+])
+def test_cli_refuses_bad_combinations(tmp_path, capsys, flags: list[str], problem: str) -> None:
+    from codeformer.cli import main
+
+    assert main(["restore", str(ASTRONAUT), "-o", str(tmp_path / "out"), *flags]) == 2
+    assert problem in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
