@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from codeformer.face import official
+from codeformer.face.parsing import parse_mask
 from codeformer.upsampler import load_realesrgan
 
 KIT = Path(__file__).resolve().parents[2] / "shared" / "parity"
@@ -38,7 +39,7 @@ def main() -> None:
     diff = np.abs(faceup[::2, ::2].astype(int) - ref["fh_faceup_u8_stride2"])
     print(f"upsampled face (stride 2): {int((diff > 0).sum())} of {diff.size} values differ, max {diff.max()}")
     out = official.paste_faces(ref["fh_bg_realesrgan_s2_u8"], [faceup], [ref["fh_inverse_affine_s2"]], 2,
-                               [official.parse_mask_face(ref["fh_faceup_parse_argmax_u8"])], face_upsampled=True)
+                               [parse_mask(ref["fh_faceup_parse_argmax_u8"], np.float64)], face_upsampled=True)
     x0, y0, x1, y1 = ref["fh_paste_s2_parse_bg_faceup_box_xyxy"]
     expected = ref["fh_bg_realesrgan_s2_u8"].copy()
     expected[y0:y1, x0:x1] = ref["fh_paste_s2_parse_bg_faceup_crop_u8"]

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from codeformer.face import official
+from codeformer.face.parsing import parse_mask
 from tests.conftest import PARITY
 from tests.face_helpers import ASTRONAUT, load_rgb
 
@@ -114,7 +115,7 @@ def test_square_masks(ref: dict[str, np.ndarray], meta: dict) -> None:
 
 
 def test_parse_masks(ref: dict[str, np.ndarray]) -> None:
-    face_mask = official.parse_mask_face(ref["fh_parse_argmax_u8"])
+    face_mask = parse_mask(ref["fh_parse_argmax_u8"], np.float64)
     assert face_mask.dtype == np.float64 and face_mask.shape == (512, 512)
     assert np.abs(face_mask - ref["fh_parse_mask_face_f32"]).max() < 1e-6
     assert face_mask[:10].max() == 0 and face_mask[:, -10:].max() == 0
@@ -130,7 +131,7 @@ def test_parse_masks(ref: dict[str, np.ndarray]) -> None:
 def test_paste_s1(ref: dict[str, np.ndarray], photo_bgr: np.ndarray, use_parse: bool) -> None:
     bg = official.official_background(photo_bgr, 1)
     assert np.array_equal(bg, photo_bgr)
-    masks = [official.parse_mask_face(ref["fh_parse_argmax_u8"])] if use_parse else None
+    masks = [parse_mask(ref["fh_parse_argmax_u8"], np.float64)] if use_parse else None
     out = official.paste_faces(bg, [ref["fh_restored_bgr_u8"]], [ref["fh_inverse_affine_s1"]], 1, masks)
     assert_u8_matches(out, ref[f"fh_paste_s1_{'parse' if use_parse else 'noparse'}_u8"])
     assert not np.array_equal(out, photo_bgr)
@@ -144,7 +145,7 @@ def test_paste_s2(ref: dict[str, np.ndarray], photo_bgr: np.ndarray, case: str) 
     else:
         bg = official.official_background(photo_bgr, 2)
         assert np.array_equal(bg, ref["fh_bg_linear_s2_u8"])
-    masks = [official.parse_mask_face(ref["fh_parse_argmax_u8"])] if "_parse" in case else None
+    masks = [parse_mask(ref["fh_parse_argmax_u8"], np.float64)] if "_parse" in case else None
     inv = ref["fh_inverse_affine_s2"].copy()
     out = official.paste_faces(bg, [ref["fh_restored_bgr_u8"]], [inv], 2, masks)
     assert np.array_equal(inv, ref["fh_inverse_affine_s2"])  # not edited in place

@@ -15,8 +15,8 @@ The conventions that decide bit-parity, all kept here:
   code edits its stored matrix in place on each paste; `paste_matrix` returns the matrix of one official call;
 - masks: a warped square of float32 ones, eroded by even (2·s)² and (2·w_edge)² kernels with the default anchor,
   w_edge = int(√area) // 20 from the float32 sum, float32 GaussianBlur (2·w_edge + 1) with sigma from the size;
-- parse mask: 0/255 by class in float64, blurred twice (101, σ 11), 10-px border zeroed, /255, warped in float64,
-  merged as `parse·f + soft·(1 − f)` with f = (parse < soft);
+- parse mask: `parsing.parse_mask` in float64 (0/255 by class, blurred twice, border zeroed, /255), warped in
+  float64, merged as `parse·f + soft·(1 − f)` with f = (parse < soft);
 - blend: `mask·face + (1 − mask)·canvas` (float32 without parse, float64 with), truncated by `.astype(uint8)`.
 """
 
@@ -34,11 +34,6 @@ MIN_SHORT_SIDE = 512  # the official read_image enlarges smaller photos to this 
 DETECT_SHORT_SIDE = 640  # get_face_landmarks_5(resize=640)
 MAX_DETECT_LONG_SIDE = 8192  # ours: refuse photos whose detector input would be longer (the official has no cap)
 EYE_DIST_THRESHOLD = 5  # get_face_landmarks_5(eye_dist_threshold=5), as the official script calls it
-# ParseNet classes the official mask keeps out (background, neck, cloth, hat and one more); all others are 255.
-PARSE_ZERO_CLASSES = (0, 14, 16, 17, 18)
-PARSE_NUM_CLASSES = 19
-PARSE_BLUR_SIZE, PARSE_BLUR_SIGMA = 101, 11
-PARSE_BORDER = 10  # px of the 512 parse mask zeroed on each side
 
 
 def official_read_resize(photo_bgr: np.ndarray) -> np.ndarray:
@@ -122,22 +117,6 @@ def soft_mask(inv_mask_erosion: np.ndarray) -> np.ndarray:
     return cv2.GaussianBlur(centre, (w_edge * 2 + 1, w_edge * 2 + 1), 0)
 
 
-def parse_mask_face(argmax: np.ndarray) -> np.ndarray:
-    """512² float64 mask in [0, 1] from a ParseNet argmax (512² ints): 255 for face and hair classes, 0 for
-    `PARSE_ZERO_CLASSES`, blurred twice (101², σ 11, reflect-101), a 10-px border zeroed, divided by 255."""
-    colours = np.full(PARSE_NUM_CLASSES, 255.0)
-    colours[list(PARSE_ZERO_CLASSES)] = 0.0
-    mask = colours[np.asarray(argmax, dtype=np.intp)]
-    for _ in range(2):
-        mask = cv2.GaussianBlur(mask, (PARSE_BLUR_SIZE, PARSE_BLUR_SIZE), PARSE_BLUR_SIGMA)
-    b = PARSE_BORDER
-    mask[:b, :] = 0
-    mask[-b:, :] = 0
-    mask[:, :b] = 0
-    mask[:, -b:] = 0
-    return mask / 255.0
-
-
 def warp_parse_mask(mask: np.ndarray, matrix: np.ndarray, face_size: int, out_size: tuple[int, int]) -> np.ndarray:
     """H×W float64: the 512² float64 parse mask resized (bilinear) to face_size and warped with `matrix`
     (flags=3, which warpAffine runs as bilinear; float64, border 0)."""
@@ -150,9 +129,9 @@ def paste_face(canvas: np.ndarray, face_bgr: np.ndarray, matrix: np.ndarray, ups
     """Blend one restored face into `canvas` as the official loop body does; returns the new canvas.
 
     canvas: H×W×3, uint8 (the background) or the float result of an earlier face. face_bgr: S×S×3 uint8 (S = 512,
-    or 512·s when upsampled). matrix: from `paste_matrix`. parse_mask: the 512² float64 `parse_mask_face`, or
-    None for the square mask alone. The result is float32 without a parse mask and float64 with one (the
-    official dtypes); truncate it with `.astype(np.uint8)` after the last face."""
+    or 512·s when upsampled). matrix: from `paste_matrix`. parse_mask: the 512² float64 mask
+    (`parsing.parse_mask(labels, np.float64)`), or None for the square mask alone. The result is float32 without
+    a parse mask and float64 with one (the official dtypes); truncate with `.astype(np.uint8)` after the last face."""
     h, w = canvas.shape[:2]
     size = face_bgr.shape[0]
     inv_restored = cv2.warpAffine(face_bgr, matrix, (w, h))
@@ -190,7 +169,8 @@ def paste_faces(background_bgr: np.ndarray, faces_bgr: Sequence[np.ndarray], inv
 
     background_bgr: the uint8 canvas from `official_background`. faces_bgr: restored faces, uint8 BGR, 512² (or
     512·s² with face_upsampled). inverse_affines: from `official_inverse_affine`, one per face (not modified).
-    parse_masks: `parse_mask_face` of each face, or None for the square mask. Faces later in the list lie on top.
+    parse_masks: `parsing.parse_mask(labels, np.float64)` of each face, or None for the square mask. Faces later
+    in the list lie on top.
     The float sum is truncated toward zero (no rounding, no clipping), as the official `.astype('uint8')`."""
     if len(faces_bgr) != len(inverse_affines):
         raise ValueError(f"{len(faces_bgr)} faces but {len(inverse_affines)} inverse affines")

@@ -43,6 +43,7 @@ from codeformer.face.align import (
     warp_face,
 )
 from codeformer.face.detection import SELECTIONS, DlibDetector, Face, FaceDetector, filter_faces, select_faces
+from codeformer.face.parsing import parse_mask
 from codeformer.face.paste import paste_back
 
 log = logging.getLogger(__name__)
@@ -337,12 +338,12 @@ class Restorer:
         return RestoreResult(np.clip(out_rgb, 0.0, 1.0).astype(np.float32), faces, timings)
 
     def parse_masks(self, faces_rgb_u8: np.ndarray) -> list[np.ndarray]:
-        """512² float64 paste masks (`official.parse_mask_face`) of N×512×512×3 uint8 RGB faces, all parsed in
-        one call."""
+        """512² float64 paste masks (`parsing.parse_mask`, the official mask) of N×512×512×3 uint8 RGB faces, all
+        parsed in one call."""
         labels = self.parser(np.ascontiguousarray(faces_rgb_u8))
         if len(labels) != len(faces_rgb_u8):
             raise ValueError(f"the parser returned {len(labels)} label maps for {len(faces_rgb_u8)} faces")
-        return [official.parse_mask_face(label) for label in labels]
+        return [parse_mask(label, np.float64) for label in labels]
 
     def _restore_photo(self, rgb: np.ndarray, grey: bool,
                        opts: RestoreOptions) -> tuple[np.ndarray, list[FaceResult], dict[str, float]]:
