@@ -192,7 +192,7 @@ def _run_restore(args: argparse.Namespace) -> int:
 
     from codeformer import weights
     from codeformer.data.images import ImageReadError, ImageWriteError
-    from codeformer.face.batch import OutputOptions, one_line_error, restore_bytes, run_batch
+    from codeformer.face.batch import OutputError, OutputOptions, one_line_error, restore_bytes, run_batch
     from codeformer.face.pipeline import RestoreOptions, Restorer
 
     stream = args.inputs == ["-"]
@@ -252,16 +252,43 @@ def _run_restore(args: argparse.Namespace) -> int:
         except (ImageReadError, ImageWriteError, ValueError, RuntimeError) as exc:
             print(f"error: {one_line_error('<stdin>', exc)}", file=sys.stderr)
             return 1
-        sys.stdout.buffer.write(data)
-        sys.stdout.buffer.flush()
-        return 0
+        return _write_stdout(data)
     output = OutputOptions(Path(args.output), save_faces=args.save_faces, compare=args.compare, ext=args.ext,
                            recursive=args.recursive)
-    if args.report or args.w_sweep or args.fidelity == "auto":
-        return _run_review(args, restorer, opts, output)
-    report = run_batch(restorer, args.inputs, opts, output, progress=not args.no_progress)
+    try:
+        if args.report or args.w_sweep or args.fidelity == "auto":
+            return _run_review(args, restorer, opts, output)
+        report = run_batch(restorer, args.inputs, opts, output, progress=not args.no_progress)
+    except OutputError as exc:
+        print(f"codeformer restore: {exc}", file=sys.stderr)
+        return 2
     print(report.summary(), file=sys.stderr)
     return 1 if report.failures or report.images == 0 else 0
+
+
+def _write_stdout(data: bytes) -> int:
+    """Write the encoded output to stdout; a closed pipe (`| head -c 10`) or a full disk is one line and exit 1,
+    never a traceback or a silent partial write reported as success."""
+    import os
+
+    try:
+        view = memoryview(data)
+        while view:  # a large write to a pipe can return short without raising; the next one raises
+            written = sys.stdout.buffer.write(view)
+            if not written:
+                raise OSError(0, "nothing could be written")
+            view = view[written:]
+        sys.stdout.buffer.flush()
+        return 0
+    except OSError as exc:
+        reason = "the reader closed the pipe early" if isinstance(exc, BrokenPipeError) else exc.strerror or exc
+        print(f"error: <stdout>: output not fully written ({reason})", file=sys.stderr)
+        try:  # the unwritten buffer would fail again at exit: point stdout at /dev/null (Python's SIGPIPE advice)
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):  # stdout is not a real file (a test's stand-in)
+            pass
+        return 1
 
 
 def _add_convert(sub: argparse._SubParsersAction) -> None:

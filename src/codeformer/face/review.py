@@ -20,7 +20,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from codeformer.atomic import write_text
+from codeformer.atomic import remove_stale_temporaries, write_text
 from codeformer.data.images import Picture, write_image
 from codeformer.face.autow import AutoWRestorer, sweep_strip
 from codeformer.face.batch import (
@@ -29,7 +29,8 @@ from codeformer.face.batch import (
     OutputOptions,
     expand_inputs,
     one_line_error,
-    output_path,
+    plan_outputs,
+    prepare_outdir,
     restore_file,
 )
 from codeformer.face.contact_sheet import face_card, write_contact_sheet
@@ -115,16 +116,17 @@ def run_reviewed_batch(restorer: Restorer, inputs: Iterable[str], opts: RestoreO
     start = time.perf_counter()
     report = BatchReport()
     jobs, report.failures = expand_inputs(inputs, output.recursive, output.outdir)
-    output.outdir.mkdir(parents=True, exist_ok=True)
+    planned, unnamed = plan_outputs(jobs, output, (".json", ".report.json") if review.report else (".json",))
+    report.failures += unnamed
+    prepare_outdir(output.outdir)
+    remove_stale_temporaries(output.outdir, time.time(), recursive=True)
     if review.report is not None and embedder is None:
         embedder = IdentityEmbedder.load()
     runner: Restorer | AutoWRestorer = AutoWRestorer(restorer) if review.auto_w else restorer
-    taken: set[Path] = set()
     cards: list[str] = []
     all_records: list[list[dict]] = []
-    for source, rel in tqdm(jobs, disable=not progress, unit="img", file=sys.stderr, desc="restore"):
+    for source, rel, out in tqdm(planned, disable=not progress, unit="img", file=sys.stderr, desc="restore"):
         try:
-            out = output_path(rel, output.ext, output.outdir, taken)
             capture = _Capture(runner)
             report.faces += restore_file(capture, source, rel, out, opts, output)  # type: ignore[arg-type]
             report.images += 1
