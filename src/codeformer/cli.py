@@ -174,6 +174,7 @@ def _run_restore_video(args: argparse.Namespace, restorer: object, opts: object)
             failed += 1
             continue
         print(report.summary(), file=sys.stderr)
+        failed += report.missing_frames > 0  # a truncated input: the output exists, but the run failed
     return 1 if failed else 0
 
 

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from codeformer.atomic import write_text
+from codeformer.atomic import remove_stale_temporaries, temp_path, write_text
 from codeformer.face.align import FACE_SIZE, invert_affine, similarity_least_squares, template, warp_face
 from codeformer.face.detection import (
     DETECT_SHORT_SIDE,
@@ -103,6 +103,12 @@ class VideoReport:
     peak_frames: int = 0
     reused_segments: int = 0
     seconds: float = 0.0
+    expected_frames: int = 0
+
+    @property
+    def missing_frames(self) -> int:
+        """Frames the input's header promises that were not written (a truncated file, undecodable packets)."""
+        return max(self.expected_frames - self.frames, 0)
 
     def summary(self) -> str:
         """A few lines for the terminal."""
@@ -117,6 +123,9 @@ class VideoReport:
         if len(self.tracks) > 10:
             lines.append(f"  ... {len(self.tracks) - 10} more tracks in the JSON report")
         lines += [f"  failed: {line}" for line in self.failures]
+        if self.missing_frames:
+            lines.append(f"  failed: {self.source}: {self.frames} of the {self.expected_frames} frames its header "
+                         f"promises were written ({self.missing_frames} missing: truncated or corrupt?)")
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
@@ -331,7 +340,7 @@ def _make_report(run: _Run, source: Path, target: Path, video: VideoOptions, fai
     tracks = {k: {"frames": s.frames, "detected": s.detected, "filled": s.frames - s.detected,
                   "flicker": s.flicker} for k, s in sorted(run.meter.tracks.items())}
     return VideoReport(str(source), str(target), run.frames, failures, run.faces, tracks, run.meter.overall(),
-                       video.tracking.smooth, run.counter.peak, reused, seconds)
+                       video.tracking.smooth, run.counter.peak, reused, seconds, run.info.frames)
 
 
 def _warn_slow_detection(restorer: Restorer, opts: RestoreOptions, info: VideoInfo) -> None:
@@ -358,7 +367,8 @@ def restore_video(restorer: Restorer, source: str | os.PathLike[str], target: st
     """Restore every face of the video `source` into `target` (format by extension), keeping its audio (copied),
     timestamps, rotation and duration. opts: per-face options (w, upscale, faces, min_face, batch_size);
     video: encoding, window, segments, tracking, resume. Writes the report JSON beside `target`.
-    Raises `VideoError` (one line naming the file) when the input cannot be used or the output not written."""
+    Raises `VideoError` (one line naming the file) when the input cannot be used or the output not written.
+    Frames missing against the header (`VideoReport.missing_frames`) are reported, not silently dropped."""
     started = time.perf_counter()
     opts = opts or restorer.options
     video = video or VideoOptions()
@@ -371,8 +381,9 @@ def restore_video(restorer: Restorer, source: str | os.PathLike[str], target: st
     if restorer.detector is None:  # as Restorer.detect does on first use
         restorer.detector = DlibDetector()
     _warn_slow_detection(restorer, opts, info)
-    if target.exists() and target.resolve() == source.resolve():
+    if target.exists() and os.path.samefile(target, source):  # also through a symlink or a hard link
         raise VideoError(f"{target}: the output would overwrite the input")
+    remove_stale_temporaries(target.parent, time.time())  # what a killed run left beside the target
     work = work_dir(target)
     done, state = _prepare_work(work, _fingerprint(source, restorer, opts, video), video.resume)
     tracker = Tracker.from_state(state["tracker"], video.tracking) if state else Tracker(video.tracking)
@@ -385,7 +396,7 @@ def restore_video(restorer: Restorer, source: str | os.PathLike[str], target: st
     failures: list[str] = []
     _process(run, restorer, opts, video, state["next_index"] if state else 0, failures)
     segments = [work / f"seg_{k:05d}.mp4" for k in range(run.segment)]
-    tmp = target.with_name(f".{target.stem}.partial{target.suffix}")
+    tmp = temp_path(target, suffix=target.suffix)  # the muxer picks the format by the extension
     try:
         mux_output(segments, info, tmp)
         os.replace(tmp, target)

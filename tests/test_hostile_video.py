@@ -1,0 +1,80 @@
+"""Videos as a hostile user gives them: a truncated fast-start MP4, a JPEG named .mp4, a killed run's temporary
+(issue 13, items 4 and 5)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import av
+import pytest
+
+from codeformer.face.pipeline import Restorer
+from codeformer.video import VideoOptions, restore_video
+from codeformer.video_io import VideoError
+from tests.face_helpers import EXAMPLES
+from tests.test_cli_video import fake_model  # noqa: F401  (the CLI's stand-in model and detector)
+from tests.video_helpers import IdentityRestorer, NoFaceDetector, decoded, square_frames, write_clip
+
+QUIET = VideoOptions(progress=False)
+
+
+def truncated_fast_start(tmp_path: Path, frames: int = 48) -> Path:
+    """An MP4 whose header (moov, in front) promises `frames` frames, cut at 70 % of its frame data."""
+    whole, fast = tmp_path / "whole.mp4", tmp_path / "fast.mp4"
+    write_clip(whole, square_frames(frames, h=48, w=128, side=16), audio=False)
+    with av.open(str(whole)) as src, av.open(str(fast), "w", options={"movflags": "+faststart"}) as out:
+        stream = out.add_stream_from_template(src.streams.video[0])
+        for packet in src.demux(src.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                out.mux(packet)
+    data = fast.read_bytes()
+    assert data.find(b"moov") < data.find(b"mdat")  # the header is in front: it survives the cut
+    cut = tmp_path / "cut.mp4"
+    mdat = data.find(b"mdat")
+    cut.write_bytes(data[: mdat + (len(data) - mdat) * 7 // 10])  # keeps the key frame, loses the last frames
+    return cut
+
+
+def test_truncated_video_reports_its_missing_frames(tmp_path: Path, fake_model, capsys) -> None:  # noqa: F811
+    from codeformer.cli import main
+
+    cut = truncated_fast_start(tmp_path)
+    report = restore_video(Restorer(IdentityRestorer(), NoFaceDetector()), cut, tmp_path / "a.mp4", video=QUIET)
+    written = len(decoded(tmp_path / "a.mp4"))
+    assert report.expected_frames == 48 and report.frames == written < 48
+    assert report.missing_frames == 48 - written and f"{48 - written} missing" in report.summary()
+    assert main(["restore", str(cut), "-o", str(tmp_path / "b.mp4"), "--no-progress"]) == 1
+    assert f"{written} of the 48 frames" in capsys.readouterr().err
+
+
+def test_a_jpeg_named_mp4_is_not_a_video(tmp_path: Path, fake_model, capsys) -> None:  # noqa: F811
+    from codeformer.cli import main
+
+    fake = tmp_path / "photo.mp4"
+    fake.write_bytes((EXAMPLES / "grace_hopper.jpg").read_bytes())
+    with pytest.raises(VideoError, match="not a video container"):
+        restore_video(Restorer(IdentityRestorer(), NoFaceDetector()), fake, tmp_path / "out.mp4", video=QUIET)
+    assert main(["restore", str(fake), "-o", str(tmp_path / "out.mp4"), "--no-progress"]) == 1
+    (line,) = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error:")]
+    assert str(fake) in line and "not a video container" in line
+    assert not (tmp_path / "out.mp4").exists()
+
+
+def test_a_killed_video_runs_temporary_is_swept(tmp_path: Path) -> None:
+    from codeformer.atomic import temp_path
+
+    src = tmp_path / "in.mp4"
+    write_clip(src, square_frames(4, h=48, w=64, side=16), audio=False)
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              check=True).stdout)
+    mine = temp_path(tmp_path / "out.mp4", suffix=".mp4")
+    stale = mine.with_name(mine.name.replace(f".tmp-{os.getpid()}-", f".tmp-{dead}-"))
+    stale.write_bytes(b"half a video")
+    os.utime(stale, (time.time() - 60, time.time() - 60))
+    restore_video(Restorer(IdentityRestorer(), NoFaceDetector()), src, tmp_path / "out.mp4", video=QUIET)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4", "out.mp4", "out.mp4.json"]
