@@ -79,13 +79,13 @@ def _add_restore(sub: argparse._SubParsersAction) -> None:
 
 
 def _fidelity_arg(text: str) -> float | str:
-    """-w value: a number or "auto"."""
+    """-w value: a number or "auto" (RestoreOptions checks the range, [0, 1])."""
     if text == "auto":
         return text
     try:
         return float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1] or auto, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"w must be a number in [0, 1] or auto, got {text!r}") from None
 
 
 def _fixed_w(fidelity: float | str) -> float:
@@ -417,6 +417,8 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     _add_runtime_args(p)
     p.add_argument("--max-mb", type=float, default=20.0, help="largest upload in MB (default 20; larger: 413)")
     p.add_argument("--max-pending", type=int, default=16, help="restorations in progress before 503 (default 16)")
+    p.add_argument("--max-memory-gb", type=float, default=8.0, help="estimated memory of the restorations in "
+                   "progress (pixels × upscale²) before 503 (default 8)")
     p.add_argument("--max-batch", type=int, metavar="N", help="faces per model call across requests (default: 1 "
                    "on CPU, where batching measured no throughput gain and a worse median latency; 8 on GPU)")
     p.set_defaults(func=_run_serve)
@@ -442,7 +444,7 @@ def _run_serve(args: argparse.Namespace) -> int:
         model, info = load_face_model(args.runtime, args.weights, args.onnx, args.device, precision=args.precision)
         max_batch = args.max_batch or (1 if args.device == "cpu" else 8)
         config = ServeConfig(max_bytes=int(args.max_mb * 2**20), max_pending=args.max_pending,
-                             max_batch=max_batch, model_info=info)
+                             max_memory_bytes=int(args.max_memory_gb * 2**30), max_batch=max_batch, model_info=info)
     except (weights.WeightsError, OSError, ValueError, RuntimeError, KeyError) as exc:
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1

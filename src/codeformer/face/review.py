@@ -34,7 +34,7 @@ from codeformer.face.batch import (
     restore_file,
 )
 from codeformer.face.contact_sheet import face_card, write_contact_sheet
-from codeformer.face.pipeline import RestoreOptions, Restorer, RestoreResult
+from codeformer.face.pipeline import RestoreOptions, Restorer, RestoreResult, check_w
 from codeformer.face.report import ReportThresholds, flag_summary, report_faces, thresholds_record
 from codeformer.metrics.identity import IdentityEmbedder
 
@@ -59,9 +59,8 @@ class ReviewOptions:
     def __post_init__(self) -> None:
         if self.report is not None and self.report not in REPORT_KINDS:
             raise ValueError(f"report must be one of {', '.join(REPORT_KINDS)}, got {self.report!r}")
-        bad = [w for w in self.sweep if not 0.0 <= w <= 2.0]
-        if bad:
-            raise ValueError(f"w-sweep values must be in [0, 2], got {bad}")
+        for w in self.sweep:
+            check_w(w, "w-sweep values")
 
 
 def parse_sweep(text: str) -> tuple[float, ...]:
