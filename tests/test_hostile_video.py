@@ -78,3 +78,58 @@ def test_a_killed_video_runs_temporary_is_swept(tmp_path: Path) -> None:
     os.utime(stale, (time.time() - 60, time.time() - 60))
     restore_video(Restorer(IdentityRestorer(), NoFaceDetector()), src, tmp_path / "out.mp4", video=QUIET)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4", "out.mp4", "out.mp4.json"]
+
+
+def test_resume_refuses_other_weights_or_precision(tmp_path: Path) -> None:
+    """A resume must not mix segments of two networks: the weights file's hash and the precision are part of
+    the work folder's fingerprint (through `model_info` from the CLI, or the runner's own tensors)."""
+    import torch
+
+    from codeformer.models.codeformer import CodeFormer
+    from codeformer.runtime import TorchRunner
+    from tests.conftest import TINY_CODEFORMER
+    from tests.video_helpers import PatternRestorer, SquareDetector
+
+    src, target = tmp_path / "in.mp4", tmp_path / "out.mp4"
+    write_clip(src, square_frames(10), audio=False)
+    weights_a, weights_b = tmp_path / "a.pth", tmp_path / "b.pth"
+    weights_a.write_bytes(b"weights A")
+    weights_b.write_bytes(b"weights B")
+    info = {"runtime": "torch", "precision": "fp32", "device": "cpu", "weights": str(weights_a)}
+    video = VideoOptions(window=4, segment_frames=4, progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        restore_video(Restorer(PatternRestorer(interrupt_after=3), SquareDetector()), src, target, video=video,
+                      model_info=info)
+    resume = VideoOptions(window=4, segment_frames=4, progress=False, resume=True)
+    for other in ({**info, "weights": str(weights_b)}, {**info, "precision": "bf16"}):
+        with pytest.raises(VideoError, match="another input or options"):
+            restore_video(Restorer(PatternRestorer(), SquareDetector()), src, target, video=resume, model_info=other)
+    report = restore_video(Restorer(PatternRestorer(), SquareDetector()), src, target, video=resume, model_info=info)
+    assert report.reused_segments == 2 and report.frames == 10
+
+    # called as a library, without model_info: the runner's tensors and precision identify it
+    torch.manual_seed(0)
+    runner_a = TorchRunner(CodeFormer(**TINY_CODEFORMER))
+    torch.manual_seed(1)
+    runner_b = TorchRunner(CodeFormer(**TINY_CODEFORMER))
+    runner_bf16 = TorchRunner(runner_a.model, precision="bf16")
+    plain = tmp_path / "plain.mp4"
+    with pytest.raises(KeyboardInterrupt):
+        restore_video(Restorer(runner_a, InterruptingDetector(after=6)), src, plain, video=video)
+    for other in (runner_b, runner_bf16):
+        with pytest.raises(VideoError, match="another input or options"):
+            restore_video(Restorer(other, NoFaceDetector()), src, plain, video=resume)
+    assert restore_video(Restorer(runner_a, NoFaceDetector()), src, plain, video=resume).frames == 10
+
+
+class InterruptingDetector(NoFaceDetector):
+    """Finds nothing; a Ctrl-C on its call number `after` (a run killed mid-way)."""
+
+    def __init__(self, after: int) -> None:
+        super().__init__()
+        self.after = after
+
+    def detect(self, rgb, min_face: float = 0.0) -> list:
+        if len(self.shapes) + 1 >= self.after:
+            raise KeyboardInterrupt
+        return super().detect(rgb, min_face)

@@ -148,7 +148,7 @@ def _video_args_problem(args: argparse.Namespace) -> str | None:
     return f"{', '.join(photo_only)}: for photos only, not videos" if photo_only else None
 
 
-def _run_restore_video(args: argparse.Namespace, restorer: object, opts: object) -> int:
+def _run_restore_video(args: argparse.Namespace, restorer: object, opts: object, model_info: dict) -> int:
     """restore with video inputs: one streaming run per video (codeformer.video)."""
     from pathlib import Path
 
@@ -168,7 +168,7 @@ def _run_restore_video(args: argparse.Namespace, restorer: object, opts: object)
         target = Path(args.output) if is_video_path(args.output) else Path(args.output) / Path(name).name
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            report = restore_video(restorer, name, target, opts, video)
+            report = restore_video(restorer, name, target, opts, video, model_info=model_info)
         except (VideoError, OSError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             failed += 1
@@ -234,7 +234,7 @@ def _run_restore(args: argparse.Namespace) -> int:
     try:
         from codeformer.backends import load_face_model
 
-        model, _ = load_face_model(args.runtime, args.weights, args.onnx, args.device,
+        model, model_info = load_face_model(args.runtime, args.weights, args.onnx, args.device,
                                    progress=not args.no_progress, precision=args.precision)
     except (weights.WeightsError, OSError, ValueError, RuntimeError, KeyError) as exc:
         print(f"error: {one_line_error(str(args.weights or 'codeformer.pth'), exc)}", file=sys.stderr)
@@ -242,7 +242,7 @@ def _run_restore(args: argparse.Namespace) -> int:
     print(weights.describe("codeformer.pth"), file=sys.stderr)
     restorer = Restorer(model, device=args.device, options=opts)
     if _is_video_run(args):
-        return _run_restore_video(args, restorer, opts)
+        return _run_restore_video(args, restorer, opts, model_info)
     if stream and args.fidelity == "auto":
         from codeformer.face.autow import AutoWRestorer
 

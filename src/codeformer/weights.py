@@ -14,6 +14,7 @@ replaces the origin (scheme and host) of every download URL.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import http.client
 import logging
@@ -32,8 +33,8 @@ from codeformer.atomic import remove_stale_temporaries, temp_path
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["WEIGHTS", "WeightFile", "WeightsError", "cache_path", "describe", "file_sha256", "get",
-           "home_dir", "is_cached", "is_offline", "resolve", "weights_dir"]
+__all__ = ["WEIGHTS", "WeightFile", "WeightsError", "cache_path", "cached_file_sha256", "describe", "file_sha256",
+           "get", "home_dir", "is_cached", "is_offline", "resolve", "weights_dir"]
 
 _RELEASE = "https://github.com/sczhou/CodeFormer/releases/download/v0.1.0/"
 _SLAB = "S-Lab License 1.0 (non-commercial)"
@@ -151,6 +152,19 @@ def file_sha256(path: Path) -> str:
         while chunk := f.read(_CHUNK):
             h.update(chunk)
     return h.hexdigest()
+
+
+def cached_file_sha256(path: str | os.PathLike[str]) -> str:
+    """`file_sha256` of `path`, computed once per (resolved path, size, mtime): a 376 MB weight file is hashed
+    once per process however many videos or resumes ask for it."""
+    path = Path(path).resolve()
+    st = path.stat()
+    return _sha256_of(str(path), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
+    return file_sha256(Path(path))
 
 
 def _source_url(entry: WeightFile, url: str | None) -> str:
