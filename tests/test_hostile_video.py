@@ -133,3 +133,37 @@ class InterruptingDetector(NoFaceDetector):
         if len(self.shapes) + 1 >= self.after:
             raise KeyboardInterrupt
         return super().detect(rgb, min_face)
+
+
+class SkippingSquareDetector:
+    """`SquareDetector`, but blind on the frames listed in `blind` (a detector's ordinary misses)."""
+
+    def __init__(self, blind: tuple[int, ...] = ()) -> None:
+        from tests.video_helpers import SquareDetector
+
+        self.inner, self.blind, self.calls = SquareDetector(), blind, 0
+
+    def detect(self, rgb, min_face: float = 0.0) -> list:
+        self.calls += 1
+        return [] if self.calls - 1 in self.blind else self.inner.detect(rgb, min_face)
+
+
+def test_a_track_ends_at_a_cut_but_bridges_a_missed_detection(tmp_path: Path) -> None:
+    import numpy as np
+
+    from tests.video_helpers import background
+
+    frames = square_frames(12, h=96, w=128, side=40)
+    other_scene = (background(96, 128, seed=7) // 2).astype(np.uint8)  # no face: a cut to another shot
+    cut = frames[:6] + [other_scene] * 6
+    src = tmp_path / "cut.mp4"
+    write_clip(src, cut, audio=False)
+    report = restore_video(Restorer(IdentityRestorer(), SkippingSquareDetector()), src, tmp_path / "a.mp4",
+                           video=QUIET)
+    assert report.faces == 6 and report.tracks[0]["filled"] == 0  # nothing pasted on the frames after the cut
+
+    src2 = tmp_path / "missed.mp4"
+    write_clip(src2, frames, audio=False)  # the face stays; the detector misses it on frames 4 and 5
+    report = restore_video(Restorer(IdentityRestorer(), SkippingSquareDetector(blind=(4, 5))), src2,
+                           tmp_path / "b.mp4", video=QUIET)
+    assert report.faces == 12 and report.tracks[0]["filled"] == 2 and len(report.tracks) == 1

@@ -220,7 +220,7 @@ def track_frames(frames: Iterator[DecodedFrame], restorer: Restorer, opts: Resto
     for frame in frames:
         faces = filter_faces(restorer.detector.detect(frame.rgb, min_face=opts.min_face), min_face=opts.min_face)
         faces = select_faces(faces, opts.faces, frame.rgb.shape)
-        tracked = tracker.update(faces, float(frame.pts * info.time_base))
+        tracked = tracker.update(faces, float(frame.pts * info.time_base), frame.rgb)  # pixels: no fill past a cut
         segment_end = (frame.index + 1) % segment_frames == 0
         yield TrackedFrame(frame, tracked, tracker.state_dict() if segment_end else None)
 
