@@ -12,11 +12,11 @@ import torch
 
 from codeformer.cli import main
 from codeformer.data.images import Picture, write_image
-from codeformer.losses.perceptual import LPIPS
 from codeformer.metrics import fid
 from codeformer.metrics.evaluate import Metrics, evaluate_folders, image_files
 from codeformer.metrics.fid import FIDInceptionV3
 from codeformer.metrics.fidelity import LPIPSMetric, psnr
+from codeformer.models.lpips import LPIPS
 from tests.face_helpers import ASTRONAUT, load_rgb
 
 
