@@ -362,7 +362,7 @@ def _add_runtime_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--onnx", metavar="PATH", help="with --runtime onnx: the graph from `codeformer export-onnx` "
                    "(default: exported once from the weights into the cache)")
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="torch runtime: fp32 (default, "
-                   "the official outputs) or bf16 (about 2x faster on CPUs with AMX/AVX-512-BF16 and on recent GPUs; "
+                   "the official outputs) or bf16 (2.2-2.4x faster measured on an AMX CPU, not measured on GPUs; "
                    "the codes are still chosen in fp32)")
 
 
