@@ -167,3 +167,14 @@ def test_a_track_ends_at_a_cut_but_bridges_a_missed_detection(tmp_path: Path) ->
     report = restore_video(Restorer(IdentityRestorer(), SkippingSquareDetector(blind=(4, 5))), src2,
                            tmp_path / "b.mp4", video=QUIET)
     assert report.faces == 12 and report.tracks[0]["filled"] == 2 and len(report.tracks) == 1
+
+
+def test_an_output_that_is_the_input_through_a_hard_link_is_refused(tmp_path: Path) -> None:
+    src = tmp_path / "in.mp4"
+    write_clip(src, square_frames(2, h=48, w=64, side=16), audio=False)
+    original = src.read_bytes()
+    (tmp_path / "out").mkdir()
+    os.link(src, tmp_path / "out" / "in.mp4")
+    with pytest.raises(VideoError, match="overwrite the input"):
+        restore_video(Restorer(IdentityRestorer(), NoFaceDetector()), src, tmp_path / "out" / "in.mp4", video=QUIET)
+    assert src.read_bytes() == original
