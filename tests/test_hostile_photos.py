@@ -255,3 +255,14 @@ def test_atomic_path_cleans_up(tmp_path: Path) -> None:
         tmp.write_bytes(b"half")
         raise RuntimeError
     assert list(tmp_path.iterdir()) == []
+
+
+def test_closed_stdin_or_stdout_is_one_line(monkeypatch: pytest.MonkeyPatch, stand_in: list[str], capsys) -> None:
+    from codeformer.cli import main
+
+    monkeypatch.setattr(sys, "stdout", None)  # what Python gives a process started with >&-
+    assert main(["restore", "-", *stand_in]) == 2
+    assert "needs an open stdout" in capsys.readouterr().err
+    monkeypatch.setattr(sys, "stdin", None)
+    assert main(["restore", "-", *stand_in]) == 2
+    assert "needs an open stdin" in capsys.readouterr().err

@@ -205,6 +205,9 @@ def _run_restore(args: argparse.Namespace) -> int:
     if not stream and not args.output:
         print("codeformer restore: -o OUTDIR is required (unless the input is -)", file=sys.stderr)
         return 2
+    if stream and (sys.stdin is None or sys.stdout is None):  # started with `<&-` or `>&-`
+        print(f"codeformer restore: - needs an open {'stdin' if sys.stdin is None else 'stdout'}", file=sys.stderr)
+        return 2
     if stream and (args.report or args.w_sweep):
         print("codeformer restore: --report and --w-sweep need file inputs and -o OUTDIR", file=sys.stderr)
         return 2
