@@ -76,6 +76,11 @@ def test_output_that_is_an_input_is_refused_before_any_work(tmp_path: Path, stan
     photo(tmp_path / "x" / "compare" / "b.png", seed=1)
     with pytest.raises(OutputIsInputError):  # its compare/ image would be the input itself
         batch([tmp_path / "x" / "compare" / "b.png"], tmp_path / "x", compare=True)
+    photo(tmp_path / "y" / "c.png")
+    photo(tmp_path / "z" / "faces" / "c_00_cropped.png", seed=2)  # where c.png's first face crop would go
+    with pytest.raises(OutputIsInputError, match="c_00_cropped.png"):
+        batch([tmp_path / "y" / "c.png", tmp_path / "z" / "faces" / "c_00_cropped.png"], tmp_path / "z",
+              save_faces=True)
 
 
 # ------------------------------------------------------------------------------ 2: FIFO; 3: symlink loop

@@ -170,29 +170,42 @@ def _file_id(path: Path) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
-def _extras_of(out: Path, rel: Path, options: OutputOptions) -> list[Path]:
-    """Existing files the run could write for one input besides OUT: sidecars, compare/, faces/ and sweep/."""
+def _beside(out: Path, options: OutputOptions) -> list[Path]:
+    """The files written for one input besides OUT whose names are known before restoring: sidecars, compare/."""
     paths = [out.with_name(out.name + ".json"), out.with_name(out.name + ".report.json")]
     if options.compare:
         paths.append(options.outdir / "compare" / out.relative_to(options.outdir))
-    for sub in ("faces", "sweep"):
-        folder = options.outdir / sub / rel.parent
-        if folder.is_dir():
-            paths += [p for p in folder.iterdir() if p.name.startswith(f"{rel.stem}_")]
     return paths
 
 
 def refuse_overwriting_inputs(jobs: list[tuple[Path, Path]], outs: list[Path], options: OutputOptions) -> None:
     """Raise `OutputIsInputError` (one line) if any file this run may write is one of its inputs: compared by
     (device, inode) after following links, so a symlink or a hard link to an input counts as the input.
-    Called before any work: the user's originals are never written over."""
+    Called before any work: the user's originals are never written over. faces/ and sweep/ (named per face,
+    REL_NN...) are listed once each, not once per input."""
     inputs = {fid: source for source, _ in jobs if (fid := _file_id(source)) is not None}
-    for (_, rel), out in zip(jobs, outs, strict=True):
-        for planned in [out, *_extras_of(out, rel, options)]:
-            hit = inputs.get(_file_id(planned)) if planned.exists() else None
-            if hit is not None:
-                raise OutputIsInputError(f"{planned}: this output would overwrite the input {hit}; choose "
-                                         "another -o folder")
+    if not inputs:
+        return
+
+    def check(planned: Path) -> None:
+        hit = inputs.get(_file_id(planned)) if planned.exists() else None
+        if hit is not None:
+            raise OutputIsInputError(f"{planned}: this output would overwrite the input {hit}; choose another -o "
+                                     "folder")
+
+    for out in outs:
+        for planned in (out, *_beside(out, options)):
+            check(planned)
+    stems: dict[Path, set[str]] = {}
+    for _, rel in jobs:
+        stems.setdefault(rel.parent, set()).add(rel.stem + "_")
+    for sub in ("faces", "sweep"):
+        root = options.outdir / sub
+        for folder, _, names in os.walk(root) if root.is_dir() else ():
+            mine = stems.get(Path(folder).relative_to(root), set())
+            for name in names:
+                if any(name.startswith(prefix) for prefix in mine):
+                    check(Path(folder) / name)
 
 
 def plan_outputs(jobs: list[tuple[Path, Path]], options: OutputOptions, sidecars: tuple[str, ...] = (".json",)
