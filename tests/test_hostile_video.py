@@ -178,3 +178,22 @@ def test_an_output_that_is_the_input_through_a_hard_link_is_refused(tmp_path: Pa
     with pytest.raises(VideoError, match="overwrite the input"):
         restore_video(Restorer(IdentityRestorer(), NoFaceDetector()), src, tmp_path / "out" / "in.mp4", video=QUIET)
     assert src.read_bytes() == original
+
+
+def test_video_output_paths_a_user_can_get_wrong(tmp_path: Path, fake_model, capsys) -> None:  # noqa: F811
+    from codeformer.cli import main
+
+    src = tmp_path / "in.mp4"
+    write_clip(src, square_frames(2, h=48, w=64, side=16), audio=False)
+    folder = tmp_path / "clips.mp4"  # a folder with a video's name: the output goes inside it
+    folder.mkdir()
+    assert main(["restore", str(src), "-o", str(folder), "--no-progress"]) == 0
+    assert (folder / "in.mp4").is_file()
+    with pytest.raises(VideoError, match="is a folder"):  # the library refuses before any work
+        restore_video(Restorer(IdentityRestorer(), NoFaceDetector()), src, folder, video=QUIET)
+    assert not (tmp_path / ".clips.mp4.work").exists()
+    (tmp_path / "file").write_bytes(b"x")
+    capsys.readouterr()
+    assert main(["restore", str(src), "-o", str(tmp_path / "file" / "x.mp4"), "--no-progress"]) == 1
+    (line,) = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error:")]
+    assert "cannot create the output folder" in line and "a file is in its path" in line

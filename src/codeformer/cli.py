@@ -141,7 +141,7 @@ def _video_args_problem(args: argparse.Namespace) -> str | None:
         return None
     if not all(is_video_path(name) for name in args.inputs):
         return "give videos and photos in separate runs"
-    if is_video_path(args.output) and len(args.inputs) > 1:
+    if _video_output_is_file(args.output) and len(args.inputs) > 1:
         return "-o FILE takes one video; give a folder for several"
     photo_only = [flag for flag, on in (("--aligned", args.aligned), ("--save-faces", args.save_faces),
                                         ("--compare", args.compare), ("--draw-boxes", args.draw_boxes),
@@ -150,13 +150,22 @@ def _video_args_problem(args: argparse.Namespace) -> str | None:
     return f"{', '.join(photo_only)}: for photos only, not videos" if photo_only else None
 
 
+def _video_output_is_file(output: str) -> bool:
+    """-o names the output video itself (a video extension, and not an existing folder such as `clips.mp4/`)."""
+    from pathlib import Path
+
+    from codeformer.video_io import is_video_path
+
+    return is_video_path(output) and not Path(output).is_dir()
+
+
 def _run_restore_video(args: argparse.Namespace, restorer: object, opts: object, model_info: dict) -> int:
     """restore with video inputs: one streaming run per video (codeformer.video)."""
     from pathlib import Path
 
     from codeformer.face.tracking import TrackerParams
     from codeformer.video import VideoOptions, restore_video
-    from codeformer.video_io import EncodeSettings, VideoError, is_video_path
+    from codeformer.video_io import EncodeSettings, VideoError
 
     try:
         video = VideoOptions(encode=EncodeSettings(codec=args.codec, crf=args.crf), window=args.window,
@@ -167,9 +176,15 @@ def _run_restore_video(args: argparse.Namespace, restorer: object, opts: object,
         return 2
     failed = 0
     for name in args.inputs:
-        target = Path(args.output) if is_video_path(args.output) else Path(args.output) / Path(name).name
+        target = Path(args.output) if _video_output_is_file(args.output) else Path(args.output) / Path(name).name
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            print(f"error: {target.parent}: cannot create the output folder "
+                  f"({'a file is in its path' if isinstance(exc, (FileExistsError, NotADirectoryError)) else exc})",
+                  file=sys.stderr)
+            return 1
+        try:
             report = restore_video(restorer, name, target, opts, video, model_info=model_info)
         except (VideoError, OSError) as exc:
             print(f"error: {exc}", file=sys.stderr)

@@ -417,6 +417,8 @@ def restore_video(restorer: Restorer, source: str | os.PathLike[str], target: st
     if restorer.detector is None:  # as Restorer.detect does on first use
         restorer.detector = DlibDetector()
     _warn_slow_detection(restorer, opts, info)
+    if target.is_dir():  # found now, not after the whole video was restored
+        raise VideoError(f"{target}: is a folder; give the output video's file name")
     if target.exists() and os.path.samefile(target, source):  # also through a symlink or a hard link
         raise VideoError(f"{target}: the output would overwrite the input")
     remove_stale_temporaries(target.parent, time.time())  # what a killed run left beside the target
