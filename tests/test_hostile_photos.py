@@ -140,11 +140,15 @@ def test_a_killed_runs_temporaries_are_removed_by_the_next_run(tmp_path: Path) -
     mine.write_bytes(b"being written")
     unrelated = out / ".a.png.tmp-notours"
     unrelated.write_bytes(b"someone else's")
-    photo(tmp_path / "in" / "a.png")
+    photo(tmp_path / "in" / "sub" / "a.png")
+    untouched = tmp_path / "out" / "elsewhere" / stale.name  # a folder this run does not write to is not walked
+    untouched.parent.mkdir()
+    untouched.write_bytes(b"x")
+    os.utime(untouched, (time.time() - 60, time.time() - 60))
     time.sleep(0.01)  # the next run starts after the kill (mtime resolution)
-    report = batch([tmp_path / "in"], out)
+    report = batch([tmp_path / "in"], out, recursive=True)
     assert report.images == 1
-    assert not stale.exists() and mine.exists() and unrelated.exists()
+    assert not stale.exists() and mine.exists() and unrelated.exists() and untouched.exists()
     # a file of a dead writer that is newer than the run is left too (it may be another host's)
     newer = out / stale.name
     newer.write_bytes(b"x")

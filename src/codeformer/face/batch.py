@@ -208,6 +208,18 @@ def refuse_overwriting_inputs(jobs: list[tuple[Path, Path]], outs: list[Path], o
                     check(Path(folder) / name)
 
 
+def sweep_temporaries(planned: list[tuple[Path, Path, Path]], options: OutputOptions) -> None:
+    """Remove what a killed earlier run left (`atomic.remove_stale_temporaries`) in the folders this run writes
+    to, and only those: `-o ~` must not walk a whole home folder."""
+    started = time.time()
+    folders = {options.outdir}
+    for _, rel, out in planned:
+        folders.add(out.parent)
+        folders.update(options.outdir / sub / rel.parent for sub in ("faces", "compare", "sweep"))
+    for folder in sorted(folders):
+        remove_stale_temporaries(folder, started)
+
+
 def plan_outputs(jobs: list[tuple[Path, Path]], options: OutputOptions, sidecars: tuple[str, ...] = (".json",)
                  ) -> tuple[list[tuple[Path, Path, Path]], list[tuple[str, str]]]:
     """[(source, rel, out)] for the jobs, and [(source, reason)] for those without a usable output name (`sidecars`:
@@ -324,7 +336,7 @@ def run_batch(restorer: Restorer, inputs: Iterable[str], opts: RestoreOptions, o
     planned, unnamed = plan_outputs(jobs, options)
     report.failures += unnamed
     prepare_outdir(options.outdir)
-    remove_stale_temporaries(options.outdir, time.time(), recursive=True)
+    sweep_temporaries(planned, options)
     for source, rel, out in tqdm(planned, disable=not progress, unit="img", file=sys.stderr, desc="restore"):
         try:
             report.faces += restore_file(restorer, source, rel, out, opts, options)

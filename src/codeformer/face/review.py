@@ -20,7 +20,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from codeformer.atomic import remove_stale_temporaries, write_text
+from codeformer.atomic import write_text
 from codeformer.data.images import Picture, write_image
 from codeformer.face.autow import AutoWRestorer, sweep_strip
 from codeformer.face.batch import (
@@ -32,6 +32,7 @@ from codeformer.face.batch import (
     plan_outputs,
     prepare_outdir,
     restore_file,
+    sweep_temporaries,
 )
 from codeformer.face.contact_sheet import face_card, write_contact_sheet
 from codeformer.face.pipeline import RestoreOptions, Restorer, RestoreResult, check_w
@@ -118,7 +119,7 @@ def run_reviewed_batch(restorer: Restorer, inputs: Iterable[str], opts: RestoreO
     planned, unnamed = plan_outputs(jobs, output, (".json", ".report.json") if review.report else (".json",))
     report.failures += unnamed
     prepare_outdir(output.outdir)
-    remove_stale_temporaries(output.outdir, time.time(), recursive=True)
+    sweep_temporaries(planned, output)
     if review.report is not None and embedder is None:
         embedder = IdentityEmbedder.load()
     runner: Restorer | AutoWRestorer = AutoWRestorer(restorer) if review.auto_w else restorer
