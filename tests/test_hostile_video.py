@@ -197,3 +197,19 @@ def test_video_output_paths_a_user_can_get_wrong(tmp_path: Path, fake_model, cap
     assert main(["restore", str(src), "-o", str(tmp_path / "file" / "x.mp4"), "--no-progress"]) == 1
     (line,) = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error:")]
     assert "cannot create the output folder" in line and "a file is in its path" in line
+
+
+def test_expected_frames_from_a_duration_is_a_lower_bound() -> None:
+    from fractions import Fraction
+    from types import SimpleNamespace
+
+    from codeformer.video_io import expected_frames
+
+    counted = SimpleNamespace(frames=48, duration=None, time_base=None, average_rate=None, guessed_rate=None)
+    assert expected_frames(counted) == 48
+    timed = SimpleNamespace(frames=0, duration=4000, time_base=Fraction(1, 1000), average_rate=Fraction(25),
+                            guessed_rate=None)  # 4 s at 25 fps: about 100 frames, variable rate allowed for
+    assert expected_frames(timed) == 97
+    unknown = SimpleNamespace(frames=0, duration=None, time_base=Fraction(1, 1000), average_rate=None,
+                              guessed_rate=None)
+    assert expected_frames(unknown) == 0

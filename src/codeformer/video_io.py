@@ -84,12 +84,15 @@ def _open_input(path: Path) -> av.container.InputContainer:
 
 
 def expected_frames(stream: av.stream.Stream) -> int:
-    """Frames the header promises: its frame count, else its duration × average rate; 0 when it says neither."""
+    """Frames the header promises: its frame count when it has one; else a lower bound from its duration × average
+    rate (2 % and one frame below the estimate, so a variable frame rate is not taken for lost frames); 0 when it
+    says neither."""
     if stream.frames:
         return int(stream.frames)
     rate = stream.average_rate or stream.guessed_rate
     if stream.duration and stream.time_base and rate:
-        return int(round(float(stream.duration * stream.time_base * rate)))
+        estimate = float(stream.duration * stream.time_base * rate)
+        return max(int(estimate * 0.98) - 1, 0)
     return 0
 
 
