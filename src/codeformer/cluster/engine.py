@@ -12,10 +12,11 @@ The stages follow the cost of the work:
   manifest (driver)               one "photo" line per finished row (`codeformer.manifest`), progress, summary
 
 Ray's streaming executor holds only a bounded number of rows in flight, so memory does not grow with the archive.
-A task or actor lost with its worker is retried by Ray (at most `RETRIES` times: a photo that kills its worker
-every time stops the run instead of looping); since outputs are renamed into place whole, a retry rewrites the
-same bytes and the driver writes one manifest line per photo. A killed driver loses at most the lines of rows
-it had not yet written; their sidecars still carry the input hash and fingerprint, so a rerun counts them done.
+A task or actor call lost with its worker is retried by Ray (Ray Data's defaults: actors are restarted and their
+calls retried without limit, tasks retried a few times); since outputs are renamed into place whole, a retry
+rewrites the same bytes, and the driver writes one manifest line per photo. A killed driver loses at most the
+lines of rows it had not yet written; their sidecars carry the input hash and fingerprint, so a rerun counts
+them done.
 
 Both the local and the Ray run restore a photo's faces with the same code; the one difference is that the
 network here batches faces from several photos. A model whose result for a face does not depend on the other
@@ -64,7 +65,6 @@ from codeformer.manifest import (
 
 log = logging.getLogger(__name__)
 
-RETRIES = 3  # per task or actor call lost with its worker
 _FLUSH_ROWS, _FLUSH_SECONDS = 64, 2.0  # manifest lines are appended in groups, at least this often
 
 
@@ -249,6 +249,7 @@ def _dataset(jobs: list[Job], previous: dict[str, dict], opts: RestoreOptions, o
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # ours is the one tqdm bar over photos
     ctx.print_on_execution_start = False
+    ctx.enable_fallback_to_arrow_object_ext_type = True  # _Work travels pickled, as Ray does by itself (quietly)
     items = []
     for i, job in enumerate(jobs):
         key = job.key(output.outdir)
@@ -258,20 +259,13 @@ def _dataset(jobs: list[Job], previous: dict[str, dict], opts: RestoreOptions, o
     prepare_size = cluster.prepare_workers or max(1, cpus)
     # One row a block: photos are large and few per second, and small blocks let every actor start at once.
     ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 100_000)))
-    # SPREAD on the CPU stages: it spreads decoding and writing over the nodes, and, as their Ray arguments then
-    # differ from the model actors', it keeps Ray from fusing them into the model actors.
     ds = ds.map(_Prepare, fn_constructor_kwargs={"opts": opts, "fp": fp, "detector": detector},
-                compute=ray.data.ActorPoolStrategy(min_size=1, max_size=prepare_size), num_cpus=1,
-                scheduling_strategy="SPREAD", max_restarts=-1, max_task_retries=RETRIES)
-    network: dict[str, Any] = {"num_cpus": cluster.cpus_per_worker, "max_restarts": -1,
-                               "max_task_retries": RETRIES}
-    if cluster.gpus_per_worker:
-        network["num_gpus"] = cluster.gpus_per_worker
+                compute=ray.data.ActorPoolStrategy(min_size=1, max_size=prepare_size), num_cpus=1)
     ds = ds.map_batches(_Network, fn_constructor_kwargs={"model": model, "opts": opts, "fp": fp, "device": device},
                         batch_size=cluster.photos_per_call or opts.batch_size, batch_format="numpy",
-                        compute=ray.data.ActorPoolStrategy(size=cluster.workers), **network)
-    return ds.map(_finish, fn_kwargs={"opts": opts, "output": output, "fp": fp}, num_cpus=1,
-                  scheduling_strategy="SPREAD", max_retries=RETRIES)
+                        compute=ray.data.ActorPoolStrategy(size=cluster.workers), num_cpus=cluster.cpus_per_worker,
+                        num_gpus=cluster.gpus_per_worker or None)
+    return ds.map(_finish, fn_kwargs={"opts": opts, "output": output, "fp": fp}, num_cpus=1)
 
 
 def restore_archive(inputs: Iterable[str], model: ModelSource, output: OutputOptions,
