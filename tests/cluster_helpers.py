@@ -130,9 +130,9 @@ def _run_ray(argv: list[str]) -> int:
     from codeformer.face.batch import OutputOptions
 
     address, src, out = argv
-    report = restore_archive([src], FaceConvSource(delay=0.3), OutputOptions(Path(out), recursive=True),
-                             cluster=ClusterOptions(address=address, workers=1), detector=make_detector,
-                             progress=False)
+    cluster = ClusterOptions(address=address, workers=1, photos_per_call=1)
+    report = restore_archive([src], FaceConvSource(delay=1.0), OutputOptions(Path(out), recursive=True),
+                             cluster=cluster, detector=make_detector, progress=False)
     print(report.summary(), file=sys.stderr)
     return 0
 
