@@ -84,6 +84,10 @@ def test_rerun_redoes_changed_options_and_inputs_only(first_run, ray_address, mo
     args = ["restore", str(src), "-o", str(out), "--engine", "ray", "--address", ray_address, "--recursive",
             "--no-progress"]
     before = _stamps(out)
+    assert main([*args, "--workers", "2"]) == 1  # 2 CPUs cannot hold 2 model actors and the CPU stages
+    assert "error: the Ray cluster has 2 CPU(s); 2 worker(s) × 1 CPU, plus 0.5 to decode and 0.5 to write, need 3: " \
+        "lower --workers or --cpus-per-worker" in capsys.readouterr().err
+    assert _stamps(out) == before
     assert main([*args, "-w", "0.7"]) == 1  # the corrupt file still fails
     assert "6 image(s) restored, 6 face(s), 1 failure(s), " in capsys.readouterr().err
     at_07 = _stamps(out)

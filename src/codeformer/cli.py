@@ -335,7 +335,7 @@ def _run_restore_ray(args: argparse.Namespace, opts: object) -> int:
     try:
         report = cluster.restore_archive(args.inputs, spec, output, opts, options, device=args.device,
                                          progress=not args.no_progress)
-    except (weights.WeightsError, OSError) as exc:
+    except (weights.WeightsError, OSError, ValueError) as exc:  # ValueError: the cluster lacks CPUs or GPUs
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1
     print(report.summary(), file=sys.stderr)

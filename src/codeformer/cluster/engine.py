@@ -84,8 +84,9 @@ class ClusterOptions:
     address: a running cluster ("auto", "ray://host:10001", "host:6379"); None: $RAY_ADDRESS if set, else a Ray
     started on this machine for the run (and stopped after it). workers: model actors. gpus_per_worker: GPUs
     each (fractions share a GPU); 0 runs the model on CPUs. cpus_per_worker: CPUs each model actor reserves
-    (its torch threads). prepare_workers: most CPU actors decoding and detecting (None: as many as the cluster
-    has CPUs). photos_per_call: photos whose faces go to one model call (None: the batch size).
+    (its torch threads). cpus_per_task: CPUs each decoding/detecting actor and each writing task reserves.
+    prepare_workers: most decoding/detecting actors (None: one per CPU left over by the model actors).
+    photos_per_call: photos whose faces go to one model call (None: the batch size).
     object_store_memory: bytes for the local Ray's object store (None: Ray's default, 30 % of memory).
     """
 
@@ -93,6 +94,7 @@ class ClusterOptions:
     workers: int = 1
     gpus_per_worker: float = 0.0
     cpus_per_worker: float = 1.0
+    cpus_per_task: float = 0.5
     prepare_workers: int | None = None
     photos_per_call: int | None = None
     object_store_memory: int | None = None
@@ -100,8 +102,8 @@ class ClusterOptions:
     def __post_init__(self) -> None:
         if self.workers < 1:
             raise ValueError(f"workers must be at least 1, got {self.workers}")
-        if self.gpus_per_worker < 0 or self.cpus_per_worker <= 0:
-            raise ValueError("gpus_per_worker must be >= 0 and cpus_per_worker > 0")
+        if self.gpus_per_worker < 0 or self.cpus_per_worker <= 0 or self.cpus_per_task <= 0:
+            raise ValueError("gpus_per_worker must be >= 0, cpus_per_worker and cpus_per_task > 0")
         if self.prepare_workers is not None and self.prepare_workers < 1:
             raise ValueError(f"prepare_workers must be at least 1, got {self.prepare_workers}")
         if self.photos_per_call is not None and self.photos_per_call < 1:
@@ -255,17 +257,33 @@ def _dataset(jobs: list[Job], previous: dict[str, dict], opts: RestoreOptions, o
         key = job.key(output.outdir)
         items.append({"index": i, "source": job.source, "rel": job.rel.as_posix(), "output": str(job.output),
                       "key": key, "previous": json.dumps(previous[key]) if key in previous else ""})
-    cpus = int(ray.cluster_resources().get("CPU", 1))
-    prepare_size = cluster.prepare_workers or max(1, cpus)
+    prepare_size = _prepare_pool_size(cluster, ray.cluster_resources())
     # One row a block: photos are large and few per second, and small blocks let every actor start at once.
     ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 100_000)))
     ds = ds.map(_Prepare, fn_constructor_kwargs={"opts": opts, "fp": fp, "detector": detector},
-                compute=ray.data.ActorPoolStrategy(min_size=1, max_size=prepare_size), num_cpus=1)
+                compute=ray.data.ActorPoolStrategy(min_size=1, max_size=prepare_size),
+                num_cpus=cluster.cpus_per_task)
     ds = ds.map_batches(_Network, fn_constructor_kwargs={"model": model, "opts": opts, "fp": fp, "device": device},
                         batch_size=cluster.photos_per_call or opts.batch_size, batch_format="numpy",
                         compute=ray.data.ActorPoolStrategy(size=cluster.workers), num_cpus=cluster.cpus_per_worker,
                         num_gpus=cluster.gpus_per_worker or None)
-    return ds.map(_finish, fn_kwargs={"opts": opts, "output": output, "fp": fp}, num_cpus=1)
+    return ds.map(_finish, fn_kwargs={"opts": opts, "output": output, "fp": fp}, num_cpus=cluster.cpus_per_task)
+
+
+def _prepare_pool_size(cluster: ClusterOptions, resources: dict[str, float]) -> int:
+    """How many decoding/detecting actors fit beside the model actors and one writing task; ValueError when the
+    stages cannot all run at once (Ray would wait forever for the CPUs or GPUs)."""
+    cpus, gpus = resources.get("CPU", 0.0), resources.get("GPU", 0.0)
+    model_cpus, task = cluster.workers * cluster.cpus_per_worker, cluster.cpus_per_task
+    if cluster.workers * cluster.gpus_per_worker > gpus:
+        raise ValueError(f"the Ray cluster has {gpus:g} GPU(s); {cluster.workers} worker(s) × "
+                         f"{cluster.gpus_per_worker:g} GPU need {cluster.workers * cluster.gpus_per_worker:g}")
+    if model_cpus + 2 * task > cpus:
+        raise ValueError(f"the Ray cluster has {cpus:g} CPU(s); {cluster.workers} worker(s) × "
+                         f"{cluster.cpus_per_worker:g} CPU, plus {task:g} to decode and {task:g} to write, need "
+                         f"{model_cpus + 2 * task:g}: lower --workers or --cpus-per-worker")
+    fits = int((cpus - model_cpus - task) // task)
+    return max(1, min(fits, int(cpus - model_cpus) or 1, cluster.prepare_workers or fits))
 
 
 def restore_archive(inputs: Iterable[str], model: ModelSource, output: OutputOptions,
