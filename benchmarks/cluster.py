@@ -66,7 +66,8 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     ap.add_argument("--gpus", type=float, default=0.0, help="GPUs per Ray worker (default 0)")
     ap.add_argument("--workers", default="1,2", help="Ray worker counts to try (default 1,2)")
-    ap.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs per model actor (default 1)")
+    ap.add_argument("--cpus-per-worker", type=float, help="CPUs per model actor (default: 1, or less so that the "
+                    "workers leave one CPU to decode and write: 0.5 each for 2 workers on 2 cores)")
     ap.add_argument("--batch-size", type=int, default=4, help="faces per model call (default 4)")
     args = ap.parse_args()
 
@@ -91,13 +92,13 @@ def main() -> None:
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="WARNING")
         try:
             for workers in (int(w) for w in args.workers.split(",")):
-                cluster = ClusterOptions(workers=workers, gpus_per_worker=args.gpus,
-                                         cpus_per_worker=args.cpus_per_worker)
+                cpus = args.cpus_per_worker or min(1.0, (os.cpu_count() - 1) / workers)
+                cluster = ClusterOptions(workers=workers, gpus_per_worker=args.gpus, cpus_per_worker=cpus)
                 t0 = time.perf_counter()
                 report = restore_archive([str(tmp / "src")], spec, OutputOptions(tmp / f"ray{workers}"), opts,
                                          cluster, device=args.device, progress=False)
                 seconds = time.perf_counter() - t0
-                what = f"{workers} model actor(s), {args.cpus_per_worker:g} CPU" + \
+                what = f"{workers} model actor(s), {cpus:g} CPU" + \
                     (f" + {args.gpus:g} GPU" if args.gpus else "") + " each"
                 rows.append((f"ray, {workers} worker(s)", what, report.images, report.faces, seconds))
         finally:

@@ -155,7 +155,10 @@ class _Prepare:
 class _Network:
     """Stage 2, a model actor: one model, fed the faces of several photos per call."""
 
-    def __init__(self, model: ModelSource, opts: RestoreOptions, fp: str, device: str) -> None:
+    def __init__(self, model: ModelSource, opts: RestoreOptions, fp: str, device: str, threads: int) -> None:
+        import torch
+
+        torch.set_num_threads(threads)  # as many as the CPUs this actor reserved
         self.opts, self.fp = opts, fp
         self.restorer = Restorer(model.load(), detector=None, device=device, options=opts)
 
@@ -263,7 +266,8 @@ def _dataset(jobs: list[Job], previous: dict[str, dict], opts: RestoreOptions, o
     ds = ds.map(_Prepare, fn_constructor_kwargs={"opts": opts, "fp": fp, "detector": detector},
                 compute=ray.data.ActorPoolStrategy(min_size=1, max_size=prepare_size),
                 num_cpus=cluster.cpus_per_task)
-    ds = ds.map_batches(_Network, fn_constructor_kwargs={"model": model, "opts": opts, "fp": fp, "device": device},
+    ds = ds.map_batches(_Network, fn_constructor_kwargs={"model": model, "opts": opts, "fp": fp, "device": device,
+                                               "threads": max(1, round(cluster.cpus_per_worker))},
                         batch_size=cluster.photos_per_call or opts.batch_size, batch_format="numpy",
                         compute=ray.data.ActorPoolStrategy(size=cluster.workers), num_cpus=cluster.cpus_per_worker,
                         num_gpus=cluster.gpus_per_worker or None)
