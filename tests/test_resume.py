@@ -160,6 +160,19 @@ def test_engine_ray_without_ray_names_the_extra(tmp_path, monkeypatch, capsys):
     assert err == ["codeformer restore: --engine ray needs Ray: pip install 'codeformer[cluster]'"]
 
 
+def test_engine_ray_refusals_come_before_ray_starts(tmp_path, capsys):
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"not a checkpoint")
+    assert main(["restore", str(tmp_path), "-o", str(tmp_path / "o"), "--engine", "ray", "--weights", str(bad)]) == 1
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: {bad}: not a readable PyTorch checkpoint (corrupt or another format)"]
+    clip = tmp_path / "clip.mp4"
+    assert main(["restore", str(clip), "-o", str(tmp_path / "o"), "--engine", "ray"]) == 2
+    assert "--engine ray restores photos" in capsys.readouterr().err
+    assert main(["restore", str(tmp_path), "-o", str(tmp_path / "o"), "--address", "auto"]) == 2
+    assert "--address needs --engine ray" in capsys.readouterr().err
+
+
 def test_archive_listing_folders_list_files_and_uris(tmp_path):
     src = tmp_path / "src"
     make_archive(src, 4)
@@ -175,5 +188,6 @@ def test_archive_listing_folders_list_files_and_uris(tmp_path):
                                                                        "sub/photo02.png")]
     assert [rel for _, rel in rels[7:]] == ["photo00.png", "photo01.jpg", "photo03.jpg", "sub/photo02.png"]
     assert not failures
-    found, failures = expand_sources([(tmp_path / "nowhere").as_uri()], True, tmp_path / "out")
-    assert found == [] and len(failures) == 1 and "no such file or folder" in failures[0][1]
+    nowhere = [(tmp_path / "nowhere").as_uri(), str(tmp_path / "nowhere.txt")]
+    found, failures = expand_sources(nowhere, True, tmp_path / "out")
+    assert found == [] and [reason for _, reason in failures] == [f"{name}: no such file or folder" for name in nowhere]

@@ -104,6 +104,18 @@ class ModelSpec:
         model, _ = load_face_model(self.runtime, self.weights, self.onnx, self.device, progress, self.precision)
         return model
 
+    def check(self, progress: bool = True) -> None:
+        """Load the weights once here, on the CPU, so that a missing or bad file is reported in one line before
+        any cluster worker starts (each would fail alike). Raises what `load_face_model` raises."""
+        if self.runtime == "onnx" and self.onnx:
+            if not Path(self.onnx).is_file():
+                raise FileNotFoundError(f"{self.onnx}: no such ONNX file (make one with `codeformer export-onnx`)")
+            return
+        from codeformer.checkpoint import load_codeformer
+
+        load_codeformer(weights.resolve("codeformer.pth", path=self.weights, env_var="CODEFORMER_WEIGHTS",
+                                        progress=progress))
+
     def identity(self, progress: bool = True) -> dict[str, object]:
         """What decides this model's outputs, for a resumable run's fingerprint: the runtime, the precision and
         the SHA-256 of the file run (the weights, or the ONNX graph given with --onnx; the default graph is

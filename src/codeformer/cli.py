@@ -331,11 +331,18 @@ def _run_restore_ray(args: argparse.Namespace, opts: object) -> int:
     output = OutputOptions(Path(args.output), save_faces=args.save_faces, compare=args.compare, ext=args.ext,
                            recursive=args.recursive)
     spec = ModelSpec(args.runtime, args.weights, args.onnx, args.device, args.precision)
+    try:
+        spec.check(progress=not args.no_progress)
+    except (weights.WeightsError, OSError, ValueError, RuntimeError, KeyError) as exc:
+        from codeformer.face.batch import one_line_error
+
+        print(f"error: {one_line_error(str(args.weights or 'codeformer.pth'), exc)}", file=sys.stderr)
+        return 1
     print(weights.describe("codeformer.pth"), file=sys.stderr)
     try:
         report = cluster.restore_archive(args.inputs, spec, output, opts, options, device=args.device,
                                          progress=not args.no_progress)
-    except (weights.WeightsError, OSError, ValueError) as exc:  # ValueError: the cluster lacks CPUs or GPUs
+    except (weights.WeightsError, OSError, ValueError, RuntimeError) as exc:  # the cluster lacks CPUs, Ray stopped
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1
     print(report.summary(), file=sys.stderr)

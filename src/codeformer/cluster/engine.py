@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -239,7 +240,9 @@ def _start_ray(cluster: ClusterOptions) -> bool:
     if ray.is_initialized():
         return False
     address = cluster.address or os.environ.get("RAY_ADDRESS") or None
-    kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING}
+    # Workers' own output stays in Ray's log files (/tmp/ray/session_*/logs): bad photos are reported as rows, and
+    # an error that stops the run is raised here in one line.
+    kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING, "log_to_driver": False}
     if address is None and cluster.object_store_memory:
         kwargs["object_store_memory"] = cluster.object_store_memory
     ray.init(address=address, **kwargs)
@@ -288,6 +291,14 @@ def _prepare_pool_size(cluster: ClusterOptions, resources: dict[str, float]) -> 
                          f"{model_cpus + 2 * task:g}: lower --workers or --cpus-per-worker")
     fits = int((cpus - model_cpus - task) // task)
     return max(1, min(fits, int(cpus - model_cpus) or 1, cluster.prepare_workers or fits))
+
+
+def _root_cause(exc: BaseException) -> str:
+    """One line for a Ray error: the last line of the innermost error's text (the user code's exception)."""
+    while getattr(exc, "cause", None) is not None and exc.cause is not exc:
+        exc = exc.cause
+    lines = [line.strip() for line in re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).splitlines() if line.strip()]
+    return lines[-1] if lines else type(exc).__name__
 
 
 def restore_archive(inputs: Iterable[str], model: ModelSource, output: OutputOptions,
@@ -339,6 +350,8 @@ def restore_archive(inputs: Iterable[str], model: ModelSource, output: OutputOpt
                 manifest.append(pending)
                 pending, flushed = [], time.monotonic()
         manifest.append(pending)
+    except ray.exceptions.RayError as exc:  # e.g. every model actor failed to load its weights
+        raise RuntimeError(f"the Ray run stopped: {_root_cause(exc)}") from exc
     finally:
         if started:
             ray.shutdown()

@@ -119,7 +119,9 @@ def expand_sources(inputs: Iterable[str], recursive: bool, outdir: Path) -> tupl
                 local, missing = expand_inputs([item], recursive, outdir)
                 found += [(str(source), rel) for source, rel in local]
                 failures += missing
+        except FileNotFoundError:
+            failures.append((item, f"{item}: no such file or folder"))
         except (OSError, UnicodeDecodeError, ValueError) as exc:
-            problem = " ".join(str(exc).split())
+            problem = exc.strerror if isinstance(exc, OSError) and exc.strerror else " ".join(str(exc).split())
             failures.append((item, problem if problem.startswith(item) else f"{item}: {problem}"))
     return found, failures
