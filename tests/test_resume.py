@@ -31,8 +31,8 @@ def _photo_lines(outdir: Path) -> list[dict]:
     return lines
 
 
-def _outputs(outdir: Path) -> dict[str, bytes]:
-    """Restored photos and sidecars (sidecars without their own "output" path), by path under `outdir`."""
+def _outputs(outdir: Path, drop: tuple[str, ...] = ("output",)) -> dict[str, bytes]:
+    """Restored photos and sidecars (sidecars without the fields `drop`: their own path), by path under `outdir`."""
     found = {}
     for p in sorted(outdir.rglob("*")):
         if not p.is_file() or p.name == MANIFEST_NAME or p.name.startswith("."):
@@ -40,7 +40,8 @@ def _outputs(outdir: Path) -> dict[str, bytes]:
         data = p.read_bytes()
         if p.suffix == ".json":
             record = json.loads(data)
-            record.pop("output")
+            for key in drop:
+                record.pop(key)
             data = json.dumps(record, sort_keys=True).encode()
         found[p.relative_to(outdir).as_posix()] = data
     return found
