@@ -211,9 +211,8 @@ def _finish(row: dict[str, Any], opts: RestoreOptions, output: OutputOptions, fp
         write_outputs(row["source"], Path(row["rel"]), Path(row["output"]), work.picture, result, opts, output,
                       stamp)
     except PER_FILE_ERRORS as exc:
-        return {**small, **{k: v for k, v in _failed(row, one_line_error(row["source"], exc), fp,
-                                                     row["seconds"] + time.perf_counter() - start).items()
-                            if k in small}}
+        failed = _failed(row, one_line_error(row["source"], exc), fp, row["seconds"] + time.perf_counter() - start)
+        return {k: failed[k] for k in small}
     line = photo_record(row["source"], row["key"], row["sha"], fp, len(result.faces), "",
                         row["seconds"] + time.perf_counter() - start)
     return {**small, "state": "ok", "line": json.dumps(line)}
