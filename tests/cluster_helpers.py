@@ -77,6 +77,9 @@ class FaceConvSource:
     def load(self) -> FaceConv:
         return FaceConv(self.seed, self.die_after, self.marker, self.delay)
 
+    def check(self, progress: bool = True) -> None:
+        """Nothing to verify: the stand-in has no weights file (`ModelSpec.check` loads the real one)."""
+
     def identity(self) -> dict[str, object]:
         return {"model": "face-conv", "seed": self.seed}
 

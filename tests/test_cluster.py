@@ -2,7 +2,9 @@
 model and detector (tests/cluster_helpers.py). Outputs byte-identical to the local run; an actor killed mid-run is
 retried and each photo written and recorded once; a killed driver, run again, redoes nothing done and loses
 nothing; a corrupt file is a failed manifest row with the local run's message; changed options and inputs are
-redone, unchanged ones skipped."""
+redone, unchanged ones skipped.
+
+Measured on the 2-core machine with 7 other jobs running: about 2 minutes, nearly all of it process start-up."""
 
 from __future__ import annotations
 
@@ -76,7 +78,10 @@ def test_outputs_match_the_local_run_after_an_actor_is_killed(first_run):
     assert not (out / "sub" / "corrupt.png").exists()
 
 
-def test_rerun_redoes_changed_options_and_inputs_only(first_run, ray_address, monkeypatch, capsys):
+def test_cli_rerun_with_another_option_redoes_every_output(first_run, ray_address, monkeypatch, capsys):
+    """Through `codeformer restore --engine ray` (model and detector swapped for the stand-ins). Skipping what is
+    done (same bytes, same options) and redoing changed inputs is the rule of `manifest.done_record`, tested
+    with the local run in test_resume.py and here by the killed-driver rerun."""
     tmp, src, out, _, _ = first_run
     monkeypatch.setattr(codeformer.backends, "ModelSpec", lambda *a, **k: FaceConvSource())
     monkeypatch.setattr(codeformer.cluster, "restore_archive",
@@ -94,15 +99,6 @@ def test_rerun_redoes_changed_options_and_inputs_only(first_run, ray_address, mo
     assert all(at_07[k] != before[k] for k in before)  # another w: every photo redone
     _local(src, tmp / "local07", w=0.7)
     assert _outputs(out) == _outputs(tmp / "local07")
-
-    (src / "photo01.jpg").write_bytes((src / "photo03.jpg").read_bytes())  # new bytes under an old name
-    (out / "photo00.png").unlink()  # an output lost
-    assert main([*args, "-w", "0.7"]) == 1
-    assert "2 image(s) restored, 2 face(s), 1 failure(s), 4 already done (skipped)" in capsys.readouterr().err
-    after = _stamps(out)
-    assert {k: v for k, v in after.items() if k not in ("photo00.png", "photo01.jpg")} == \
-        {k: v for k, v in at_07.items() if k not in ("photo00.png", "photo01.jpg")}
-    assert after["photo01.jpg"] != at_07["photo01.jpg"] and (out / "photo00.png").is_file()
 
 
 def test_killed_driver_then_rerun_loses_nothing_and_redoes_nothing(ray_address, tmp_path):
