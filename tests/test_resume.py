@@ -172,6 +172,8 @@ def test_engine_ray_refusals_come_before_ray_starts(tmp_path, capsys):
     assert "--engine ray restores photos" in capsys.readouterr().err
     assert main(["restore", str(tmp_path), "-o", str(tmp_path / "o"), "--address", "auto"]) == 2
     assert "--address needs --engine ray" in capsys.readouterr().err
+    assert main(["restore", str(tmp_path), "-o", str(tmp_path / "o"), "--engine", "ray", "--device", "cuda"]) == 2
+    assert "--device cuda with --engine ray needs --gpus-per-worker" in capsys.readouterr().err
 
 
 def test_archive_listing_folders_list_files_and_uris(tmp_path):

@@ -240,7 +240,7 @@ def _run_restore(args: argparse.Namespace) -> int:
         except ImageWriteError as exc:
             print(f"codeformer restore: --ext {exc.problem}", file=sys.stderr)
             return 2
-    problem = _device_problem(args.device)
+    problem = _device_problem(args.device) if args.engine == "local" else _ray_device_problem(args)
     if problem:
         print(f"codeformer restore: {problem}", file=sys.stderr)
         return 2
@@ -305,6 +305,17 @@ def _resume_problem(args: argparse.Namespace, stream: bool) -> str | None:
         return f"{', '.join(review)}: not available with --resume or --engine ray"
     if args.engine != "ray" and args.address:
         return "--address needs --engine ray"
+    return None
+
+
+def _ray_device_problem(args: argparse.Namespace) -> str | None:
+    """The model actors' device must match their GPU share (the driver itself may have no GPU)."""
+    if args.device == "mps":
+        return "--engine ray runs the model on cpu or cuda"
+    if args.device == "cuda" and args.gpus_per_worker <= 0:
+        return "--device cuda with --engine ray needs --gpus-per-worker (e.g. 1)"
+    if args.device == "cpu" and args.gpus_per_worker > 0:
+        return "--gpus-per-worker needs --device cuda"
     return None
 
 

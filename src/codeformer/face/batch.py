@@ -244,7 +244,8 @@ def run_batch(restorer: Restorer, inputs: Iterable[str], opts: RestoreOptions, o
     manifest, fp = None, ""
     if resume is not None:
         manifest, fp = Manifest(options.outdir), fingerprint(resume)
-        jobs, done = plan(jobs, fp, options.outdir, manifest.read())
+        checking = tqdm(jobs, disable=not progress, unit="img", file=sys.stderr, desc="check (hash)", leave=False)
+        jobs, done = plan(checking, fp, options.outdir, manifest.read())
         report.skipped = len(done)
         manifest.append([run_record(fp, resume, "local")] + [job.done for job in done if job.done.get("recovered")])
     for job in tqdm(jobs, disable=not progress, unit="img", file=sys.stderr, desc="restore"):
