@@ -18,10 +18,10 @@ rewrites the same bytes, and the driver writes one manifest line per photo. A ki
 lines of rows it had not yet written; their sidecars carry the input hash and fingerprint, so a rerun counts
 them done.
 
-Both the local and the Ray run restore a photo's faces with the same code; the one difference is that the
-network here batches faces from several photos. A model whose result for a face does not depend on the other
-faces of its batch (true of the test models, and of any model at batch size 1) gives byte-identical outputs;
-CodeFormer in fp32 on a CPU changes by ~1e-5 with the batch, which can move a rare 8-bit pixel by one level.
+Both the local and the Ray run restore a photo's faces with the same code. What can differ is the float arithmetic
+of the network: the actor batches faces from several photos and runs `cpus_per_worker` torch threads. A model
+whose result for a face depends on neither gives byte-identical outputs; CodeFormer in fp32 on a CPU moves by
+~1e-5 with either, which can change a rare 8-bit pixel by one level (docs/cluster.md has the measurement).
 """
 
 from __future__ import annotations
