@@ -194,3 +194,18 @@ def test_archive_listing_folders_list_files_and_uris(tmp_path):
     nowhere = [(tmp_path / "nowhere").as_uri(), str(tmp_path / "nowhere.txt")]
     found, failures = expand_sources(nowhere, True, tmp_path / "out")
     assert found == [] and [reason for _, reason in failures] == [f"{name}: no such file or folder" for name in nowhere]
+
+
+def test_ray_prepare_stage_never_overwrites_an_input(tmp_path):
+    """The Ray prepare stage, called as a plain object: an output that is its input is a failed row, unread."""
+    from codeformer.cluster.engine import _Prepare
+    from codeformer.face.pipeline import RestoreOptions
+    from tests.cluster_helpers import make_detector
+
+    src = make_archive(tmp_path, 1)[0]
+    before = src.read_bytes()
+    row = {"index": 0, "source": str(src), "rel": src.name, "output": str(src), "key": src.name, "previous": ""}
+    out = _Prepare(RestoreOptions(), "fp", make_detector)(row)
+    assert out["state"] == "failed" and out["work"] is None
+    assert json.loads(out["line"])["error"] == f"{src}: the output would overwrite the input; choose another -o folder"
+    assert src.read_bytes() == before

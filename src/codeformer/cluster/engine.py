@@ -137,6 +137,8 @@ class _Prepare:
         start = time.perf_counter()
         row = {**row, "sha": "", "state": "todo", "line": "", "work": None, "seconds": 0.0}
         try:
+            if not is_uri(row["source"]) and Path(row["output"]).resolve() == Path(row["source"]).resolve():
+                raise OSError(f"{row['source']}: the output would overwrite the input; choose another -o folder")
             data = read_bytes(row["source"]) if is_uri(row["source"]) else None
             row["sha"] = bytes_sha256(data) if data is not None else (file_sha256(row["source"]) or "")
             previous = json.loads(row["previous"]) if row["previous"] else None

@@ -252,6 +252,8 @@ def run_batch(restorer: Restorer, inputs: Iterable[str], opts: RestoreOptions, o
         t0, faces, reason = time.perf_counter(), 0, ""
         stamp = {"input_sha256": job.input_sha256 or "", "fingerprint": fp} if manifest else None
         try:
+            if job.output.resolve() == Path(job.source).resolve():
+                raise OSError(f"{job.source}: the output would overwrite the input; choose another -o folder")
             faces = restore_file(restorer, Path(job.source), job.rel, job.output, opts, options, stamp)
             report.faces += faces
             report.images += 1
