@@ -328,8 +328,8 @@ def restore_archive(inputs: Iterable[str], model: ModelSource, output: OutputOpt
     previous = manifest.read()
     manifest.append([run_record(fp, record, "ray")])
     started = _start_ray(cluster) if jobs else False
+    pending: list[dict] = []
     try:
-        pending: list[dict] = []
         flushed = time.monotonic()
         rows = _dataset(jobs, previous, opts, output, model, fp, cluster, detector, device).iter_rows() \
             if jobs else []
@@ -350,10 +350,10 @@ def restore_archive(inputs: Iterable[str], model: ModelSource, output: OutputOpt
             if len(pending) >= _FLUSH_ROWS or time.monotonic() - flushed > _FLUSH_SECONDS:
                 manifest.append(pending)
                 pending, flushed = [], time.monotonic()
-        manifest.append(pending)
     except ray.exceptions.RayError as exc:  # e.g. every model actor failed to load its weights
         raise RuntimeError(f"the Ray run stopped: {_root_cause(exc)}") from exc
     finally:
+        manifest.append(pending)  # the photos finished before a stop are recorded too
         if started:
             ray.shutdown()
     report.seconds = time.perf_counter() - start

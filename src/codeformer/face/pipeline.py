@@ -247,10 +247,25 @@ class Restorer:
         opts = options or self.options
         rgb, grey = as_rgb_float(image)
         prepared = self.prepare(rgb, opts)
+        return self.finish(image, rgb, grey, prepared, self._run_network(prepared, opts), opts)
+
+    def _run_network(self, prepared: Prepared, opts: RestoreOptions) -> np.ndarray:
         t0 = time.perf_counter()
         restored = self.restore_crops(prepared.crops, opts) if len(prepared.crops) else prepared.crops
         prepared.timings["restore"] = time.perf_counter() - t0
-        return self.finish(image, rgb, grey, prepared, restored, opts)
+        return restored
+
+    def _restore_photo(self, rgb: np.ndarray, grey: bool,
+                       opts: RestoreOptions) -> tuple[np.ndarray, list[FaceResult], dict[str, float]]:
+        """prepare → network → paste on H×W×3 float32 `rgb`, without boxes or the Picture layout: (H'×W'×3
+        float32, faces, timings). For subclasses that build their own output (`face.colorize.Colorizer`);
+        `_restore_aligned` is the same call (`opts.aligned` decides)."""
+        prepared = self.prepare(rgb, opts)
+        restored = self._run_network(prepared, opts)
+        out_rgb, faces, timings = self._paste(rgb, grey, prepared, restored, opts)
+        return out_rgb, faces, timings
+
+    _restore_aligned = _restore_photo
 
     def prepare(self, rgb: np.ndarray, options: RestoreOptions | None = None) -> Prepared:
         """The CPU half before the network: detect and align the faces of H×W×3 float32 `rgb` (or, with
@@ -271,6 +286,15 @@ class Restorer:
         """The CPU half after the network: grey faces back to grey, paste into `rgb` (`as_rgb_float(image)`,
         grey its flag), boxes, and the output in `image`'s layout. restored: N×512×512×3 float32 in [0, 1]."""
         opts = options or self.options
+        out_rgb, faces, timings = self._paste(rgb, grey, prepared, restored, opts)
+        if opts.draw_boxes:
+            out_rgb = draw_boxes(out_rgb, [f.box for f in faces], opts.upscale)
+        if isinstance(image, Picture):
+            return RestoreResult(from_rgb_float(image, out_rgb), faces, timings)
+        return RestoreResult(np.clip(out_rgb, 0.0, 1.0).astype(np.float32), faces, timings)
+
+    def _paste(self, rgb: np.ndarray, grey: bool, prepared: Prepared, restored: np.ndarray,
+               opts: RestoreOptions) -> tuple[np.ndarray, list[FaceResult], dict[str, float]]:
         timings = dict(prepared.timings)
         t0 = time.perf_counter()
         if opts.aligned:
@@ -279,11 +303,7 @@ class Restorer:
             out_rgb, faces = self._finish_photo(rgb, grey, prepared, restored, opts)
         timings["paste"] = time.perf_counter() - t0
         log.debug("%d face(s); timings %s", len(faces), timings)
-        if opts.draw_boxes:
-            out_rgb = draw_boxes(out_rgb, [f.box for f in faces], opts.upscale)
-        if isinstance(image, Picture):
-            return RestoreResult(from_rgb_float(image, out_rgb), faces, timings)
-        return RestoreResult(np.clip(out_rgb, 0.0, 1.0).astype(np.float32), faces, timings)
+        return out_rgb, faces, timings
 
     def _finish_photo(self, rgb: np.ndarray, grey: bool, prepared: Prepared, restored: np.ndarray,
                       opts: RestoreOptions) -> tuple[np.ndarray, list[FaceResult]]:
