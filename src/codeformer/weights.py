@@ -81,6 +81,15 @@ WEIGHTS: tuple[WeightFile, ...] = (
                "RetinaFace ResNet-50 face detector (facelib)"),
     WeightFile("parsing_parsenet.pth", _RELEASE + "parsing_parsenet.pth", None, None, _SLAB,
                "ParseNet face parsing network (facelib)"),
+    # The official script fetches x2plus from the CodeFormer release; Real-ESRGAN's own v0.2.1 copy is
+    # 67,061,725 bytes, sha256 49fafd45f8fd7aa8d31ab2a22d14d91b536c34494a5cfe31eb5d89c2fa266abb (downstream pins),
+    # but no hash of the CodeFormer copy is published, so it is trusted on first use.
+    WeightFile("RealESRGAN_x2plus.pth", _RELEASE + "RealESRGAN_x2plus.pth", None, None,
+               "BSD-3-Clause (Real-ESRGAN)", "Real-ESRGAN x2 RRDBNet background / face upsampler"),
+    WeightFile("RealESRGAN_x4plus.pth",
+               "https://github.com/xinntao/Real-ESRGAN/releases/download/v0.1.0/RealESRGAN_x4plus.pth", 67_040_989,
+               "4fa0d38905f75ac06eb49a7951b426670021be3018265fd191d2125df9d682f1", "BSD-3-Clause (Real-ESRGAN)",
+               "Real-ESRGAN x4 RRDBNet upsampler"),
     WeightFile("vgg16-397923af.pth", "https://download.pytorch.org/models/vgg16-397923af.pth", None, None,
                "BSD-3-Clause (torchvision)", "ImageNet VGG16 backbone for the LPIPS perceptual loss",
                sha256_prefix="397923af"),
