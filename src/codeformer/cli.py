@@ -77,7 +77,22 @@ def _add_restore(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--w-sweep", type=_sweep_arg, metavar="W,W,...", help="also write OUTDIR/sweep/NAME_NN.png: "
                    "each face restored with every w listed, e.g. 0,0.25,0.5,0.75,1")
     _add_video_args(p)
+    _add_engine_args(p)
     p.set_defaults(func=_run_restore)
+
+
+def _add_engine_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("archives on a Ray cluster (pip install 'codeformer[cluster]'; docs/cluster.md)")
+    g.add_argument("--engine", choices=("local", "ray"), default="local", help="local: this process (default); "
+                   "ray: a Ray Data pipeline, resuming from OUTDIR's manifest. With ray, INPUT may also be a list "
+                   "file (.txt) or a URI (s3://, gs://, file://)")
+    g.add_argument("--address", metavar="ADDR", help="Ray cluster to join (default: $RAY_ADDRESS, else a Ray "
+                   "started on this machine)")
+    g.add_argument("--workers", type=int, default=1, metavar="N", help="model actors (default 1)")
+    g.add_argument("--gpus-per-worker", type=float, default=0.0, metavar="G", help="GPUs per model actor "
+                   "(default 0: CPU; use with --device cuda)")
+    g.add_argument("--cpus-per-worker", type=float, default=1.0, metavar="C", help="CPUs per model actor "
+                   "(default 1)")
 
 
 def _fidelity_arg(text: str) -> float | str:
@@ -121,7 +136,9 @@ def _add_video_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--codec", default="libx264", help="video encoder (default libx264; e.g. libx265, libvpx-vp9)")
     g.add_argument("--crf", type=int, default=18, help="encoder constant quality (default 18; lower is better)")
     g.add_argument("--no-smooth", action="store_true", help="do not smooth the landmarks along each face track")
-    g.add_argument("--resume", action="store_true", help="continue an interrupted run after its last finished segment")
+    g.add_argument("--resume", action="store_true", help="continue an interrupted run: a video after its last "
+                   "finished segment; photos skip what OUTDIR's manifest records as done with the same input and "
+                   "options")
     g.add_argument("--window", type=int, default=8, metavar="N", help="frames restored together (default 8)")
     g.add_argument("--segment-frames", type=int, default=240, metavar="N",
                    help="frames per resumable segment (default 240)")
@@ -244,13 +261,19 @@ def _run_restore(args: argparse.Namespace) -> int:
         except ImageWriteError as exc:
             print(f"codeformer restore: --ext {exc.problem}", file=sys.stderr)
             return 2
-    problem = _device_problem(args.device)
+    problem = _device_problem(args.device) if args.engine == "local" else _ray_device_problem(args)
     if problem:
         print(f"codeformer restore: {problem}", file=sys.stderr)
         return 2
     if args.onnx and args.runtime != "onnx":
         print("codeformer restore: --onnx needs --runtime onnx", file=sys.stderr)
         return 2
+    resume_problem = _resume_problem(args, stream)
+    if resume_problem:
+        print(f"codeformer restore: {resume_problem}", file=sys.stderr)
+        return 2
+    if args.engine == "ray":
+        return _run_restore_ray(args, opts)
     try:
         from codeformer.backends import load_face_model
 
@@ -279,12 +302,85 @@ def _run_restore(args: argparse.Namespace) -> int:
     try:
         if args.report or args.w_sweep or args.fidelity == "auto":
             return _run_review(args, restorer, opts, output)
-        report = run_batch(restorer, args.inputs, opts, output, progress=not args.no_progress)
+        resume = None
+        if args.resume:
+            from codeformer.backends import ModelSpec
+            from codeformer.face.batch import run_options
+
+            spec = ModelSpec(args.runtime, args.weights, args.onnx, args.device, args.precision)
+            resume = run_options(opts, output, spec.identity(progress=not args.no_progress))
+        report = run_batch(restorer, args.inputs, opts, output, progress=not args.no_progress, resume=resume)
     except OutputError as exc:
         print(f"codeformer restore: {exc}", file=sys.stderr)
         return 2
     print(report.summary(), file=sys.stderr)
-    return 1 if report.failures or report.images == 0 else 0
+    return 1 if report.failures or report.images + report.skipped == 0 else 0
+
+
+def _resume_problem(args: argparse.Namespace, stream: bool) -> str | None:
+    """Why --resume or --engine ray cannot serve these arguments (None when fine)."""
+    resumable = args.resume or args.engine == "ray"
+    review = [flag for flag, on in (("--report", args.report), ("--w-sweep", args.w_sweep),
+                                    ("-w auto", args.fidelity == "auto")) if on]
+    if args.engine == "ray" and (stream or _is_video_run(args)):
+        return "--engine ray restores photos (files, folders, list files), not stdin or videos"
+    if resumable and review and not _is_video_run(args):
+        return f"{', '.join(review)}: not available with --resume or --engine ray"
+    if args.engine != "ray" and args.address:
+        return "--address needs --engine ray"
+    return None
+
+
+def _ray_device_problem(args: argparse.Namespace) -> str | None:
+    """The model actors' device must match their GPU share (the driver itself may have no GPU)."""
+    if args.device == "mps":
+        return "--engine ray runs the model on cpu or cuda"
+    if args.device == "cuda" and args.gpus_per_worker <= 0:
+        return "--device cuda with --engine ray needs --gpus-per-worker (e.g. 1)"
+    if args.device == "cpu" and args.gpus_per_worker > 0:
+        return "--gpus-per-worker needs --device cuda"
+    return None
+
+
+def _run_restore_ray(args: argparse.Namespace, opts: object) -> int:
+    """restore --engine ray: the archive pipeline of codeformer.cluster (Ray is an optional extra)."""
+    import importlib.util
+    from pathlib import Path
+
+    from codeformer import weights
+    from codeformer.backends import ModelSpec
+    from codeformer.face.batch import OutputOptions
+
+    if importlib.util.find_spec("ray") is None:
+        print("codeformer restore: --engine ray needs Ray: pip install 'codeformer[cluster]'", file=sys.stderr)
+        return 1
+    import codeformer.cluster as cluster
+
+    try:
+        options = cluster.ClusterOptions(address=args.address, workers=args.workers,
+                                         gpus_per_worker=args.gpus_per_worker, cpus_per_worker=args.cpus_per_worker)
+    except ValueError as exc:
+        print(f"codeformer restore: {exc}", file=sys.stderr)
+        return 2
+    output = OutputOptions(Path(args.output), save_faces=args.save_faces, compare=args.compare, ext=args.ext,
+                           recursive=args.recursive)
+    spec = ModelSpec(args.runtime, args.weights, args.onnx, args.device, args.precision)
+    try:
+        spec.check(progress=not args.no_progress)
+    except (weights.WeightsError, OSError, ValueError, RuntimeError, KeyError) as exc:
+        from codeformer.face.batch import one_line_error
+
+        print(f"error: {one_line_error(str(args.weights or 'codeformer.pth'), exc)}", file=sys.stderr)
+        return 1
+    print(weights.describe("codeformer.pth"), file=sys.stderr)
+    try:
+        report = cluster.restore_archive(args.inputs, spec, output, opts, options, device=args.device,
+                                         progress=not args.no_progress)
+    except (weights.WeightsError, OSError, ValueError, RuntimeError) as exc:  # the cluster lacks CPUs, Ray stopped
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 1
+    print(report.summary(), file=sys.stderr)
+    return 1 if report.failures or report.images + report.skipped == 0 else 0
 
 
 def _write_stdout(data: bytes) -> int:

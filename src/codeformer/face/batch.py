@@ -17,8 +17,8 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +39,7 @@ from codeformer.data.images import (
 )
 from codeformer.face.paste import upscale_image
 from codeformer.face.pipeline import RestoreOptions, Restorer, RestoreResult, to_uint8
+from codeformer.manifest import Job, Manifest, fingerprint, photo_record, plan, run_record
 
 log = logging.getLogger(__name__)
 
@@ -59,16 +60,19 @@ class OutputOptions:
 
 @dataclass
 class BatchReport:
-    """Outcome of a run: images written, faces restored, (input, one-line reason) per failure, seconds."""
+    """Outcome of a run: images written, faces restored, (input, one-line reason) per failure, seconds, and
+    inputs skipped as already done (a resumed run)."""
 
     images: int = 0
     faces: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
+    skipped: int = 0
 
     def summary(self) -> str:
         """A few lines for the end of a run: counts, time, then each failure with its reason."""
-        lines = [f"{self.images} image(s) restored, {self.faces} face(s), {len(self.failures)} failure(s), "
+        done = f", {self.skipped} already done (skipped)" if self.skipped else ""
+        lines = [f"{self.images} image(s) restored, {self.faces} face(s), {len(self.failures)} failure(s){done}, "
                  f"{self.seconds:.1f} s"]
         lines += [f"  failed: {reason}" for _, reason in self.failures]
         return "\n".join(lines)
@@ -308,43 +312,79 @@ def _write_extras(rel: Path, result: RestoreResult, pic: Picture, out: Path, opt
         write_image(target, compare_picture(pic, result, upscale))
 
 
-def restore_file(restorer: Restorer, source: Path, rel: Path, out: Path, opts: RestoreOptions,
-                 options: OutputOptions) -> int:
-    """Restore one file and write its outputs; returns the number of faces. Raises on failure (nothing is
-    written when reading or restoring fails)."""
-    pic = read_image(source)
-    result = restorer.restore(pic, opts)
+def write_outputs(source: str, rel: Path, out: Path, pic: Picture, result: RestoreResult, opts: RestoreOptions,
+                  options: OutputOptions, stamp: Mapping[str, str] | None = None) -> None:
+    """Write the restored photo, its extras (faces/, compare/), then its sidecar: last, so that a sidecar
+    carrying `stamp` (a resumable run's input_sha256 and fingerprint, `codeformer.manifest`) proves the rest
+    was written."""
     out.parent.mkdir(parents=True, exist_ok=True)
     notes = [pic.note] if pic.note else []
     write_note = write_image(out, result.image)
     if write_note:
         notes.append(write_note)
-    record = sidecar(str(source), str(out), pic, result, opts, notes)
-    write_text(out.with_name(out.name + ".json"), json.dumps(record, indent=2) + "\n")
     _write_extras(rel, result, pic, out, options, opts.upscale)
+    record = sidecar(source, str(out), pic, result, opts, notes)
+    record.update(stamp or {})
+    write_text(out.with_name(out.name + ".json"), json.dumps(record, indent=2) + "\n")
+
+
+def restore_file(restorer: Restorer, source: Path, rel: Path, out: Path, opts: RestoreOptions,
+                 options: OutputOptions, stamp: Mapping[str, str] | None = None) -> int:
+    """Restore one file and write its outputs (`write_outputs`); returns the number of faces. Raises on failure
+    (nothing is written when reading or restoring fails)."""
+    pic = read_image(source)
+    result = restorer.restore(pic, opts)
+    write_outputs(str(source), rel, out, pic, result, opts, options, stamp)
     return len(result.faces)
 
 
+def run_options(opts: RestoreOptions, options: OutputOptions, model: Mapping[str, object]) -> dict[str, object]:
+    """The options record of a resumable run (`codeformer.manifest.fingerprint`): the model's identity (weights
+    hash, runtime, precision) and everything that changes an output. The batch size is left out: it changes
+    which faces share a model call, not what is restored."""
+    restore = {k: v for k, v in asdict(opts).items() if k != "batch_size"}
+    return {"model": dict(model), "restore": restore, "ext": options.ext, "save_faces": options.save_faces,
+            "compare": options.compare}
+
+
 def run_batch(restorer: Restorer, inputs: Iterable[str], opts: RestoreOptions, options: OutputOptions,
-              progress: bool = True) -> BatchReport:
+              progress: bool = True, resume: Mapping[str, object] | None = None) -> BatchReport:
     """Restore every image among `inputs` (files and folders) into `options.outdir`; never stops on a bad
     file. The progress bar (stderr) shows when `progress` is true. Raises `OutputIsInputError` before any work
-    when an output would overwrite an input; removes the temporaries a killed run left in the output folder."""
+    when an output would overwrite an input; removes the temporaries a killed run left in the output folder.
+
+    resume: the run's options record (`run_options`). With it the run keeps OUTDIR's manifest
+    (`codeformer.manifest`): inputs already restored from the same bytes with the same options are skipped
+    (counted in `skipped`), and each input restored or failed gets its manifest line as soon as it is done."""
     start = time.perf_counter()
     report = BatchReport()
-    jobs, report.failures = expand_inputs(inputs, options.recursive, options.outdir)
-    planned, unnamed = plan_outputs(jobs, options)
+    found, report.failures = expand_inputs(inputs, options.recursive, options.outdir)
+    planned, unnamed = plan_outputs(found, options)
     report.failures += unnamed
     prepare_outdir(options.outdir)
     sweep_temporaries(planned, options)
-    for source, rel, out in tqdm(planned, disable=not progress, unit="img", file=sys.stderr, desc="restore"):
+    jobs = [Job(str(source), rel, out) for source, rel, out in planned]
+    manifest, fp = None, ""
+    if resume is not None:
+        manifest, fp = Manifest(options.outdir), fingerprint(resume)
+        checking = tqdm(jobs, disable=not progress, unit="img", file=sys.stderr, desc="check (hash)", leave=False)
+        jobs, done = plan(checking, fp, options.outdir, manifest.read())
+        report.skipped = len(done)
+        manifest.append([run_record(fp, resume, "local")] + [job.done for job in done if job.done.get("recovered")])
+    for job in tqdm(jobs, disable=not progress, unit="img", file=sys.stderr, desc="restore"):
+        t0, faces, reason = time.perf_counter(), 0, ""
+        stamp = {"input_sha256": job.input_sha256 or "", "fingerprint": fp} if manifest else None
         try:
-            report.faces += restore_file(restorer, source, rel, out, opts, options)
+            faces = restore_file(restorer, Path(job.source), job.rel, job.output, opts, options, stamp)
+            report.faces += faces
             report.images += 1
         except PER_FILE_ERRORS as exc:
-            reason = one_line_error(str(source), exc)
+            reason = one_line_error(job.source, exc)
             log.warning("%s", reason)
-            report.failures.append((str(source), reason))
+            report.failures.append((job.source, reason))
+        if manifest is not None:
+            manifest.append([photo_record(job.source, job.key(options.outdir), job.input_sha256 or "", fp, faces,
+                                          reason, time.perf_counter() - t0)])
     report.seconds = time.perf_counter() - start
     return report
 
