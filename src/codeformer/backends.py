@@ -9,6 +9,7 @@ memory on a CPU); the hash in the name keeps a graph from being reused for other
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 from codeformer import weights
@@ -85,3 +86,44 @@ def _export_default(source: Path, target: Path) -> None:
 
     log.warning("exporting %s to %s once (about half a minute)", source, target)
     export_onnx(load_codeformer(source), target)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """How to load the face model (the arguments of `load_face_model`): small and picklable, so each cluster
+    worker loads its own copy, and the driver can fingerprint the weights without loading them."""
+
+    runtime: str = "torch"
+    weights: str | None = None
+    onnx: str | None = None
+    device: str = "cpu"
+    precision: str = "fp32"
+
+    def load(self, progress: bool = False) -> object:
+        """The model, as `load_face_model` gives it."""
+        model, _ = load_face_model(self.runtime, self.weights, self.onnx, self.device, progress, self.precision)
+        return model
+
+    def check(self, progress: bool = True) -> None:
+        """Load the weights once here, on the CPU, so that a missing or bad file is reported in one line before
+        any cluster worker starts (each would fail alike). Raises what `load_face_model` raises."""
+        if self.runtime == "onnx" and self.onnx:
+            if not Path(self.onnx).is_file():
+                raise FileNotFoundError(f"{self.onnx}: no such ONNX file (make one with `codeformer export-onnx`)")
+            return
+        from codeformer.checkpoint import load_codeformer
+
+        load_codeformer(weights.resolve("codeformer.pth", path=self.weights, env_var="CODEFORMER_WEIGHTS",
+                                        progress=progress))
+
+    def identity(self, progress: bool = True) -> dict[str, object]:
+        """What decides this model's outputs, for a resumable run's fingerprint: the runtime, the precision and
+        the SHA-256 of the file run (the weights, or the ONNX graph given with --onnx; the default graph is
+        exported from the weights, so their hash names it too). The device is left out: it changes rounding,
+        not the restoration."""
+        from codeformer.manifest import weights_sha256
+
+        if self.runtime == "onnx" and self.onnx:
+            return {"runtime": "onnx", "onnx_sha256": weights_sha256(self.onnx)}
+        path = weights.resolve("codeformer.pth", path=self.weights, env_var="CODEFORMER_WEIGHTS", progress=progress)
+        return {"runtime": self.runtime, "precision": self.precision, "weights_sha256": weights_sha256(path)}

@@ -88,10 +88,22 @@ class OfficialDetector(Protocol):
         ...
 
 
+# The fidelity range every entry point accepts: what the official inference script, its demos and these docs
+# promise. Training reached w = 1.3 (spec §2), but no released tool exposes w > 1 and nothing measured it here.
+W_RANGE = (0.0, 1.0)
+
+
+def check_w(w: float, what: str = "w") -> float:
+    """`w` if it lies in W_RANGE (NaN does not), else ValueError naming `what`."""
+    if not W_RANGE[0] <= w <= W_RANGE[1]:
+        raise ValueError(f"{what} must be in [{W_RANGE[0]:g}, {W_RANGE[1]:g}], got {w}")
+    return w
+
+
 @dataclass(frozen=True)
 class RestoreOptions:
-    """How to restore one photo. w: fidelity in [0, 1] (0 = most restoration, 1 = closest to the input; values
-    up to 2 are accepted as the network was trained up to 1.3). upscale: integer output scale. faces: which
+    """How to restore one photo. w: fidelity in W_RANGE = [0, 1] (0 = most restoration, 1 = closest to the
+    input), the one range the CLI, the API and the server accept. upscale: integer output scale. faces: which
     faces to restore (all | largest | center). min_face: smallest face box side in input px. aligned: the input
     is already an aligned face crop. batch_size: faces per model call. draw_boxes: green box around each face.
     adain: the model's AdaIN of the predicted latent (the official inference default). profile: "default" (ours)
@@ -100,6 +112,7 @@ class RestoreOptions:
     default, parse for official. bg_upsampler: None (bilinear for official, Lanczos-4 for default) or
     "realesrgan". face_upsample: enlarge each restored face with the upsampler before pasting (needs upscale > 1
     to change anything)."""
+
 
     w: float = 0.5
     upscale: int = 1
@@ -137,8 +150,7 @@ class RestoreOptions:
             raise ValueError("face_upsample enlarges the faces for an upscale above 1; use upscale 2 or more")
         if self.aligned and (self.profile != "default" or self.mask == "parse" or self.needs_upsampler):
             raise ValueError("aligned inputs take no profile, mask or upsampler options (there is no paste-back)")
-        if not 0.0 <= self.w <= 2.0:
-            raise ValueError(f"w must be in [0, 2] (usually [0, 1]), got {self.w}")
+        check_w(self.w)
         if int(self.upscale) != self.upscale or not 1 <= self.upscale <= 8:
             raise ValueError(f"upscale must be an integer from 1 to 8, got {self.upscale}")
         if self.faces not in SELECTIONS:
@@ -163,6 +175,18 @@ class FaceResult:
     cropped: np.ndarray = field(repr=False)
     restored: np.ndarray = field(repr=False)
     affine: np.ndarray = field(repr=False)
+
+
+@dataclass
+class Prepared:
+    """A photo's faces ready for the network (`Restorer.prepare`). faces: the detections (empty for an aligned
+    input); affines: 2×3 float64 input → crop, one per face; crops: N×512×512×3 float32 RGB in [0, 1];
+    timings: seconds of the stages so far."""
+
+    faces: list[Face]
+    affines: list[np.ndarray]
+    crops: np.ndarray
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -321,21 +345,106 @@ class Restorer:
         return out
 
     def restore(self, image: Picture | np.ndarray, options: RestoreOptions | None = None) -> RestoreResult:
-        """Restore all selected faces of `image` (a Picture or an H×W[×C] array, see `as_rgb_float`)."""
+        """Restore all selected faces of `image` (a Picture or an H×W[×C] array, see `as_rgb_float`):
+        `prepare`, then `restore_crops`, then `finish`."""
         opts = options or self.options
         self.check(opts)
         rgb, grey = as_rgb_float(image)
-        if opts.aligned:
-            out_rgb, faces, timings = self._restore_aligned(rgb, grey, opts)
-        elif opts.profile == "official":
+        if opts.profile == "official":
             out_rgb, faces, timings = self._restore_photo_official(rgb, grey, opts)
-        else:
-            out_rgb, faces, timings = self._restore_photo(rgb, grey, opts)
+            return self._output(image, rgb, out_rgb, faces, timings, opts)
+        prepared = self.prepare(rgb, opts)
+        return self.finish(image, rgb, grey, prepared, self._run_network(prepared, opts), opts)
+
+    def _run_network(self, prepared: Prepared, opts: RestoreOptions) -> np.ndarray:
+        t0 = time.perf_counter()
+        restored = self.restore_crops(prepared.crops, opts) if len(prepared.crops) else prepared.crops
+        prepared.timings["restore"] = time.perf_counter() - t0
+        return restored
+
+    def _restore_photo(self, rgb: np.ndarray, grey: bool,
+                       opts: RestoreOptions) -> tuple[np.ndarray, list[FaceResult], dict[str, float]]:
+        """prepare → network → paste on H×W×3 float32 `rgb`, without boxes or the Picture layout: (H'×W'×3
+        float32, faces, timings). For subclasses that build their own output (`face.colorize.Colorizer`);
+        `_restore_aligned` is the same call (`opts.aligned` decides)."""
+        prepared = self.prepare(rgb, opts)
+        restored = self._run_network(prepared, opts)
+        out_rgb, faces, timings = self._paste(rgb, grey, prepared, restored, opts)
+        return out_rgb, faces, timings
+
+    _restore_aligned = _restore_photo
+
+    def prepare(self, rgb: np.ndarray, options: RestoreOptions | None = None) -> Prepared:
+        """The CPU half before the network: detect and align the faces of H×W×3 float32 `rgb` (or, with
+        `aligned`, resize the whole crop to 512). The cluster engine runs it apart from the model."""
+        opts = options or self.options
+        if opts.profile != "default":
+            raise ValueError("prepare/finish run the default profile; restore() runs the official one")
+        self.check(opts)
+        t0 = time.perf_counter()
+        if opts.aligned:
+            crops = cv2.resize(rgb, (FACE_SIZE, FACE_SIZE), interpolation=cv2.INTER_LINEAR)[None]
+            return Prepared([], [], crops, {"detect": 0.0, "align": time.perf_counter() - t0})
+        detected = self.detect(rgb, opts)
+        t1 = time.perf_counter()
+        affines = [estimate_affine(face.landmarks5) for face in detected]
+        crops = np.stack([warp_face(rgb, m) for m in affines]) if affines else np.zeros((0, 512, 512, 3), np.float32)
+        return Prepared(detected, affines, crops, {"detect": t1 - t0, "align": time.perf_counter() - t1})
+
+    def finish(self, image: Picture | np.ndarray, rgb: np.ndarray, grey: bool, prepared: Prepared,
+               restored: np.ndarray, options: RestoreOptions | None = None) -> RestoreResult:
+        """The CPU half after the network: grey faces back to grey, paste into `rgb` (`as_rgb_float(image)`,
+        grey its flag), boxes, and the output in `image`'s layout. restored: N×512×512×3 float32 in [0, 1]."""
+        opts = options or self.options
+        self.check(opts)
+        out_rgb, faces, timings = self._paste(rgb, grey, prepared, restored, opts)
+        return self._output(image, rgb, out_rgb, faces, timings, opts)
+
+    @staticmethod
+    def _output(image: Picture | np.ndarray, rgb: np.ndarray, out_rgb: np.ndarray, faces: list[FaceResult],
+                timings: dict[str, float], opts: RestoreOptions) -> RestoreResult:
+        """Boxes (when asked) and the result in `image`'s layout."""
         if opts.draw_boxes:
             out_rgb = draw_boxes(out_rgb, [f.box for f in faces], out_rgb.shape[1] / rgb.shape[1])
         if isinstance(image, Picture):
             return RestoreResult(from_rgb_float(image, out_rgb), faces, timings)
         return RestoreResult(np.clip(out_rgb, 0.0, 1.0).astype(np.float32), faces, timings)
+
+    def _paste(self, rgb: np.ndarray, grey: bool, prepared: Prepared, restored: np.ndarray,
+               opts: RestoreOptions) -> tuple[np.ndarray, list[FaceResult], dict[str, float]]:
+        timings = dict(prepared.timings)
+        t0 = time.perf_counter()
+        if opts.aligned:
+            out_rgb, faces = self._finish_aligned(rgb, grey, prepared.crops[0], restored[0], opts)
+        else:
+            out_rgb, faces = self._finish_photo(rgb, grey, prepared, restored, opts)
+        timings["paste"] = time.perf_counter() - t0
+        log.debug("%d face(s); timings %s", len(faces), timings)
+        return out_rgb, faces, timings
+
+    def _finish_photo(self, rgb: np.ndarray, grey: bool, prepared: Prepared, restored: np.ndarray,
+                      opts: RestoreOptions) -> tuple[np.ndarray, list[FaceResult]]:
+        crops, affines = prepared.crops, prepared.affines
+        if grey and len(crops):
+            restored = _to_grey(restored, crops, rgb)
+        masks = None
+        if opts.paste_mask == "parse" and len(restored):
+            masks = [m.astype(np.float32) for m in self.parse_masks(to_uint8(restored))]
+        canvas = self._upsample_rgb(rgb, opts.upscale) if opts.bg_upsampler is not None else None
+        faces, inverses = list(restored), [invert_affine(m) for m in affines]
+        if opts.face_upsample and faces:
+            s = opts.upscale
+            faces = [self._upsample_rgb(face, s) for face in faces]
+            inverses = [_from_enlarged_crop(inv, s) for inv in inverses]
+            if masks is not None:
+                masks = [cv2.resize(m, (FACE_SIZE * s, FACE_SIZE * s), interpolation=cv2.INTER_LINEAR) for m in masks]
+        out = paste_back(rgb, faces, inverses, opts.upscale, masks=masks, canvas=canvas)
+        results = [
+            FaceResult(face.box, face.score, face.landmarks5, crop_side_in_image(m), opts.w,
+                       to_uint8(crop), to_uint8(rest), m)
+            for face, m, crop, rest in zip(prepared.faces, affines, crops, restored, strict=True)
+        ]
+        return out, results
 
     def parse_masks(self, faces_rgb_u8: np.ndarray) -> list[np.ndarray]:
         """512² float64 paste masks (`parsing.parse_mask`, the official mask) of N×512×512×3 uint8 RGB faces, all
@@ -344,47 +453,6 @@ class Restorer:
         if len(labels) != len(faces_rgb_u8):
             raise ValueError(f"the parser returned {len(labels)} label maps for {len(faces_rgb_u8)} faces")
         return [parse_mask(label, np.float64) for label in labels]
-
-    def _restore_photo(self, rgb: np.ndarray, grey: bool,
-                       opts: RestoreOptions) -> tuple[np.ndarray, list[FaceResult], dict[str, float]]:
-        timings = {}
-        t0 = time.perf_counter()
-        detected = self.detect(rgb, opts)
-        t1 = time.perf_counter()
-        affines = [estimate_affine(face.landmarks5) for face in detected]
-        crops = np.stack([warp_face(rgb, m) for m in affines]) if affines else np.zeros((0, 512, 512, 3), np.float32)
-        t2 = time.perf_counter()
-        restored = self.restore_crops(crops, opts) if len(crops) else crops
-        if grey and len(crops):
-            restored = _to_grey(restored, crops, rgb)
-        t3 = time.perf_counter()
-        masks = None
-        if opts.paste_mask == "parse" and len(restored):
-            masks = [m.astype(np.float32) for m in self.parse_masks(to_uint8(restored))]
-        t4 = time.perf_counter()
-        canvas = None
-        if opts.bg_upsampler is not None:
-            canvas = self._upsample_rgb(rgb, opts.upscale)
-        faces, inverses = list(restored), [invert_affine(m) for m in affines]
-        if opts.face_upsample and faces:
-            s = opts.upscale
-            faces = [self._upsample_rgb(face, s) for face in faces]
-            inverses = [_from_enlarged_crop(inv, s) for inv in inverses]
-            if masks is not None:
-                size = (FACE_SIZE * s, FACE_SIZE * s)
-                masks = [cv2.resize(m, size, interpolation=cv2.INTER_LINEAR) for m in masks]
-        t5 = time.perf_counter()
-        out = paste_back(rgb, faces, inverses, opts.upscale, masks=masks, canvas=canvas)
-        t6 = time.perf_counter()
-        timings.update(detect=t1 - t0, align=t2 - t1, restore=t3 - t2, parse=t4 - t3, upsample=t5 - t4,
-                       paste=t6 - t5)
-        log.debug("%d face(s); timings %s", len(detected), timings)
-        results = [
-            FaceResult(face.box, face.score, face.landmarks5, crop_side_in_image(m), opts.w,
-                       to_uint8(crop), to_uint8(rest), m)
-            for face, m, crop, rest in zip(detected, affines, crops, restored, strict=True)
-        ]
-        return out, results, timings
 
     def _upsample_rgb(self, rgb: np.ndarray, upscale: int) -> np.ndarray:
         """H×W×3 float32 RGB in [0, 1] → (H·s)×(W·s)×3 float32 through the 8-bit upsampler."""
@@ -462,24 +530,18 @@ class Restorer:
         log.debug("%d face(s), official profile; timings %s", len(rows), timings)
         return out_bgr[:, :, ::-1].astype(np.float32) / 255.0, results, timings
 
-    def _restore_aligned(self, rgb: np.ndarray, grey: bool,
-                         opts: RestoreOptions) -> tuple[np.ndarray, list[FaceResult], dict[str, float]]:
+    def _finish_aligned(self, rgb: np.ndarray, grey: bool, crop: np.ndarray, restored: np.ndarray,
+                        opts: RestoreOptions) -> tuple[np.ndarray, list[FaceResult]]:
         h, w = rgb.shape[:2]
-        t0 = time.perf_counter()
-        crop = cv2.resize(rgb, (FACE_SIZE, FACE_SIZE), interpolation=cv2.INTER_LINEAR)
-        t1 = time.perf_counter()
-        restored = self.restore_crops(crop[None], opts)[0]
         if grey:
             restored = _to_grey(restored[None], crop[None], rgb)[0]
-        t2 = time.perf_counter()
         out_size = (w * opts.upscale, h * opts.upscale)
         shrink = out_size[0] * out_size[1] < FACE_SIZE * FACE_SIZE
         out = cv2.resize(restored, out_size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LANCZOS4)
         out = np.clip(out, 0.0, 1.0)  # Lanczos overshoots
-        t3 = time.perf_counter()
         affine = np.array([[FACE_SIZE / w, 0.0, 0.0], [0.0, FACE_SIZE / h, 0.0]])
         affine[:, 2] = (FACE_SIZE / np.array([w, h]) - 1) / 2  # pixel centres, as cv2.resize maps them
         landmarks = transform_points(template(), invert_affine(affine))
         face = FaceResult((0.0, 0.0, float(w), float(h)), 1.0, landmarks, float(max(w, h)), opts.w,
                           to_uint8(crop), to_uint8(restored), affine)
-        return out, [face], {"detect": 0.0, "align": t1 - t0, "restore": t2 - t1, "paste": t3 - t2}
+        return out, [face]
