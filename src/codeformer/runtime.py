@@ -10,9 +10,10 @@ the codes and drops to 21 dB. fp16 follows the same per-part policy (the peer po
 in fp16; keeping the encoder and transformer in fp32 is what avoids that); its CPU figures on the same synthetic
 weights are in docs/benchmarks.md, and neither reduced type is measured on the released weights or on a GPU here.
 
-On CUDA the runner turns on cuDNN autotuning (the input shape is fixed, 512², so the tuned kernels are reused),
-and `compile=True` runs the forward through `torch.compile` (one compile per batch size and w; opt-in, because
-the first call takes tens of seconds).
+On CUDA the runner turns on cuDNN autotuning (the input shape is fixed, 512², so the tuned kernels are reused)
+and turns TF32 off (process-wide torch settings: the fp32 parts must really be fp32). `compile=True` runs the
+forward through `torch.compile` (one compile per batch size and w; opt-in, because the first call takes tens of
+seconds).
 """
 
 from __future__ import annotations
@@ -86,6 +87,9 @@ class TorchRunner:
         if self.device.type == "cuda":
             # every call has the same 512² shapes: let cuDNN time its algorithms once and keep the fastest
             torch.backends.cudnn.benchmark = True
+            # fp32 means fp32: cuDNN's TF32 default keeps ~10 mantissa bits, enough to flip close code choices
+            torch.backends.cudnn.allow_tf32 = False
+            torch.backends.cuda.matmul.allow_tf32 = False
         self.model = model.eval().to(self.device, memory_format=self.memory_format)
         self.compiled = compile
         self._forward: Callable[[torch.Tensor, Weight, bool], torch.Tensor] = self._eager_forward
