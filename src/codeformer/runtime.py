@@ -12,8 +12,8 @@ weights are in docs/benchmarks.md, and neither reduced type is measured on the r
 
 On CUDA the runner turns on cuDNN autotuning (the input shape is fixed, 512², so the tuned kernels are reused)
 and turns TF32 off (process-wide torch settings: the fp32 parts must really be fp32). `compile=True` runs the
-forward through `torch.compile` (one compile per batch size and w; opt-in, because the first call takes tens of
-seconds).
+forward through `torch.compile` (one compile for batch 1, one for the other batch sizes, and one per
+w value; opt-in, because the first call takes tens of seconds).
 """
 
 from __future__ import annotations
@@ -108,6 +108,10 @@ class TorchRunner:
         x = host_to_device(x, self.device).to(torch.float32).contiguous(memory_format=self.memory_format)
         if isinstance(w, torch.Tensor):
             w = w.to(self.device)
+        if self.compiled:
+            from torch._dynamo import maybe_mark_dynamic
+
+            maybe_mark_dynamic(x, 0)  # one graph for all batch sizes above 1, not one each
         with torch.inference_mode():
             out = self._forward(x, w, adain_latent)
         return out.float().contiguous().to(dev_in)
