@@ -57,9 +57,9 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def timed(fn: Callable[[], object], device: torch.device, warmup: int = 2, min_runs: int = 3,
-          min_s: float = 1.0) -> float:
-    """Median seconds of `fn()` after `warmup` calls: at least `min_runs` runs and `min_s` seconds."""
+def timed(fn: Callable[[], object], device: torch.device, quick: bool = False) -> float:
+    """Median seconds of `fn()` after 2 warm-up calls, over at least 3 runs and 1 s (quick: 1 run, no warm-up)."""
+    warmup, min_runs, min_s = (0, 1, 0.0) if quick else (2, 3, 1.0)
     for _ in range(warmup):
         fn()
     sync(device)
@@ -84,6 +84,15 @@ def state_dict(tiny: bool) -> dict[str, torch.Tensor]:
     spec.loader.exec_module(fill)
     meta = json.loads((PARITY / "reference.json").read_text())
     return fill.fill_state_dict(str(PARITY / "keys_codeformer.json"), seed=meta["fill_seed"])
+
+
+def build(sd: dict[str, torch.Tensor]) -> CodeFormer:
+    """The network of `sd`: the release layout, or --tiny's narrow one (told apart by its embedding width)."""
+    if sd["position_emb"].shape[1] != TINY_512["dim_embd"]:
+        return codeformer_from_state_dict(sd)
+    model = CodeFormer(**TINY_512)
+    model.load_state_dict(sd)
+    return model.eval()
 
 
 def faces_batch(batch: int, size: int = 512) -> torch.Tensor:
@@ -118,13 +127,13 @@ def reset_peak(device: torch.device) -> None:
 
 
 def forward_rows(sd: dict, device: torch.device, batches: list[int], precisions: list[str], compiled: bool,
-                 clock: Clock, reserve_s: float, backend: str, refs: dict[int, torch.Tensor],
+                 clock: Clock, reserve_s: float, backend: str, refs: dict[int, torch.Tensor], quick: bool = False,
                  w: float = 0.5) -> list[dict]:
     """Faces/s, ms/face and peak memory of `TorchRunner` for each precision and batch; each output compared with
     fp32 eager at the same batch (`refs`, filled by the eager fp32 rows)."""
     rows: list[dict] = []
     for precision in precisions:
-        runner = TorchRunner(codeformer_from_state_dict(sd), device, precision, compile=compiled,
+        runner = TorchRunner(build(sd), device, precision, compile=compiled,
                              compile_backend=backend)
         for batch in batches:
             label = {"impl": "ours", "precision": precision, "mode": "compiled" if compiled else "eager",
@@ -136,7 +145,7 @@ def forward_rows(sd: dict, device: torch.device, batches: list[int], precisions:
             reset_peak(device)
             try:
                 out = runner.restore(x, w)  # the first (compiling) call, outside the timing
-                seconds = timed(lambda r=runner, x=x: r.restore(x, w), device)
+                seconds = timed(lambda r=runner, x=x: r.restore(x, w), device, quick)
             except torch.OutOfMemoryError:
                 rows.append({**label, "skipped": "out of memory"})
                 continue
@@ -157,7 +166,7 @@ def stub_torchvision() -> None:
 
 
 def peer_rows(sd: dict, device: torch.device, batches: list[int], clock: Clock, reserve_s: float,
-              w: float = 0.5) -> list[dict]:
+              quick: bool = False, w: float = 0.5) -> list[dict]:
     """The spandrel port on the same weights: fp32 and whole-network bf16 autocast, eager."""
     try:
         stub_torchvision()
@@ -181,7 +190,7 @@ def peer_rows(sd: dict, device: torch.device, batches: list[int], clock: Clock, 
 
             reset_peak(device)
             try:
-                seconds = timed(run, device)
+                seconds = timed(run, device, quick)
             except torch.OutOfMemoryError:
                 rows.append({**label, "skipped": "out of memory"})
                 continue
@@ -249,7 +258,7 @@ def make_faces_json() -> None:
 
 
 def photo_rows(sd: dict, device: torch.device, precisions: list[str], use_dlib: bool, clock: Clock,
-               reserve_s: float) -> list[dict]:
+               reserve_s: float, quick: bool = False) -> list[dict]:
     """Whole two-face photo: decode → detect → align → restore → paste → encode, median over runs."""
     from codeformer.data.images import Picture, encode_image, read_image
     from codeformer.face.detection import DlibDetector
@@ -263,10 +272,10 @@ def photo_rows(sd: dict, device: torch.device, precisions: list[str], use_dlib: 
             rows.append({"precision": precision, "skipped": "time budget"})
             continue
         detector = DlibDetector() if use_dlib else ScriptedDetector(lambda _: faces)
-        restorer = Restorer(TorchRunner(codeformer_from_state_dict(sd), device, precision), detector, device,
+        restorer = Restorer(TorchRunner(build(sd), device, precision), detector, device,
                             RestoreOptions(w=0.5, batch_size=8))
         runs = []
-        for i in range(6):
+        for i in range(2 if quick else 6):
             t0 = time.perf_counter()
             pic = read_image(data, name="two-face photo")
             t1 = time.perf_counter()
@@ -287,11 +296,6 @@ def video_row(sd: dict, device: torch.device, precision: str, frames: int, use_d
     """frames/s of `restore_video` on a synthetic 1280×720 clip with two panning faces (benchmarks/video.py)."""
     if clock.left() < reserve_s:
         return {"skipped": "time budget"}
-    try:
-        from benchmarks.video import FPS, make_clip
-        from codeformer.video import VideoOptions, restore_video
-    except ImportError as exc:
-        return {"skipped": f"PyAV not installed ({exc})"}
     from codeformer.face.detection import DlibDetector
     from codeformer.face.pipeline import RestoreOptions, Restorer
 
@@ -305,14 +309,64 @@ def video_row(sd: dict, device: torch.device, precision: str, frames: int, use_d
         return out
 
     detector = DlibDetector() if use_dlib else ScriptedDetector(clip_faces)
-    restorer = Restorer(TorchRunner(codeformer_from_state_dict(sd), device, precision), detector, device,
+    restorer = Restorer(TorchRunner(build(sd), device, precision), detector, device,
                         RestoreOptions(w=0.5, batch_size=16))
+    label = {"precision": precision, "clip_s": frames / 25,
+             "detector": "dlib" if use_dlib else "scripted (no dlib model here)"}
+    try:
+        from benchmarks.video import make_clip
+        from codeformer.video import VideoOptions, restore_video
+    except ImportError as exc:  # no PyAV: the face work of the same frames, without decoding and encoding
+        seconds, faces = faces_of_frames(restorer, frames)
+        return {**label, "frames": frames, "seconds": seconds, "faces": faces,
+                "mode": f"frames in memory, no decode/encode (PyAV not installed: {exc.name})"}
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "clip.mp4"
         make_clip(src, frames, 2)
         report = restore_video(restorer, src, Path(tmp) / "out.mp4", video=VideoOptions(window=8, progress=False))
-    return {"precision": precision, "frames": report.frames, "seconds": report.seconds, "clip_s": frames / FPS,
-            "faces": report.faces, "detector": "dlib" if use_dlib else "scripted (no dlib model here)"}
+    return {**label, "frames": report.frames, "seconds": report.seconds, "faces": report.faces,
+            "mode": "codeformer.video.restore_video: decode, detect, track, restore, paste, encode"}
+
+
+def clip_frame(i: int, background: np.ndarray) -> np.ndarray:
+    """Frame i of benchmarks/video.py's clip (two face patches panning over `background`), without PyAV."""
+    from benchmarks.video import face_patches
+
+    frame = background.copy()
+    for k, patch in enumerate(face_patches(2)):
+        side = patch.shape[0]
+        x, y = 100 + k * 420 + int(60 * np.sin(i / 40 + k)), 200 + int(40 * np.cos(i / 50 + k))
+        frame[y:y + side, x:x + side] = patch
+    return frame
+
+
+def faces_of_frames(restorer: object, frames: int, window: int = 8) -> tuple[float, int]:
+    """Seconds and faces for the per-frame face work of the video path on frames made in memory (untimed):
+    detect, align, the faces of `window` frames in one model call, paste back (float, as photos)."""
+    import cv2
+
+    from benchmarks.video import SIZE
+    from codeformer.face.align import estimate_affine, invert_affine, warp_face
+    from codeformer.face.paste import paste_back
+
+    w, h = SIZE
+    background = cv2.resize(np.random.default_rng(0).integers(40, 200, (h // 20, w // 20, 3)).astype(np.uint8),
+                            SIZE, interpolation=cv2.INTER_CUBIC)
+    seconds, faces = 0.0, 0
+    for first in range(0, frames, window):
+        images = [clip_frame(i, background) for i in range(first, min(frames, first + window))]
+        t0 = time.perf_counter()
+        rgbs = [im.astype(np.float32) / 255.0 for im in images]
+        affines = [[estimate_affine(f.landmarks5) for f in restorer.detector.detect(im)] for im in images]
+        crops = np.stack([warp_face(rgb, m) for rgb, ms in zip(rgbs, affines, strict=True) for m in ms])
+        restored = restorer.restore_crops(crops)
+        k = 0
+        for rgb, ms in zip(rgbs, affines, strict=True):
+            paste_back(rgb, list(restored[k:k + len(ms)]), [invert_affine(m) for m in ms], 1)
+            k += len(ms)
+        seconds += time.perf_counter() - t0
+        faces += len(crops)
+    return seconds, faces
 
 
 def train_rows(device: torch.device, tiny: bool, clock: Clock, reserve_s: float) -> list[dict]:
@@ -373,7 +427,7 @@ def table(device: torch.device, fwd: list[dict], ref_diff: float | None, photos:
     else:
         lines.append(f"{video['precision']}: {video['frames']} frames ({video['clip_s']:.0f} s clip, "
                      f"{video['faces']} faces) in {video['seconds']:.1f} s = {video['frames'] / video['seconds']:.1f} "
-                     f"frames/s; detector: {video['detector']}")
+                     f"frames/s; {video['mode']}; detector: {video['detector']}")
     lines += ["", "### Training, one process on this device (random LPIPS/VGG and initial weights)", "",
               "| stage | batch×size | steps/s | s/step | peak GPU MB |", "|---|---|---|---|---|"]
     for r in train:
@@ -393,7 +447,7 @@ def reference_diff(sd: dict, device: torch.device) -> float | None:
     except OSError:
         return None
     x = (torch.from_numpy(u8.astype(np.float32) / 255.0).permute(2, 0, 1)[None] * 2 - 1).contiguous()
-    out = TorchRunner(codeformer_from_state_dict(sd), device, "fp32").restore(x.to(device), 0.5)
+    out = TorchRunner(build(sd), device, "fp32").restore(x.to(device), 0.5)
     return float((out.cpu() - ref).abs().max())
 
 
@@ -417,31 +471,38 @@ def main() -> None:
     sd = state_dict(tiny)
     use_dlib = dlib_ok()
 
+    fwd: list[dict] = []
+    photos: list[dict] = []
+    video: dict = {"skipped": "not reached"}
+    train: list[dict] = []
+    ref = None
+
     def step(name: str) -> None:
+        """Log progress and write the table so far (a run cut short still leaves one)."""
         print(f"[{time.perf_counter() - clock.start:6.1f} s] {name}", file=sys.stderr, flush=True)
+        if args.out:
+            Path(args.out).write_text(table(device, fwd, ref, photos, video, train, tiny), encoding="utf-8")
 
     step("reference")
     ref = None if tiny else reference_diff(sd, device)
     step("forward, eager")
     refs: dict[int, torch.Tensor] = {}
-    fwd = forward_rows(sd, device, batches, precisions, False, clock, 120, backend, refs)
+    fwd += forward_rows(sd, device, batches, precisions, False, clock, 120, backend, refs, tiny)
     step("peer")
-    fwd += peer_rows(sd, device, batches[:3], clock, 110)
+    fwd += peer_rows(sd, device, batches[:3], clock, 110, tiny)
     step("photo")
-    photos = photo_rows(sd, device, ["fp32", "bf16"], use_dlib, clock, 100)
+    photos = photo_rows(sd, device, ["fp32", "bf16"], use_dlib, clock, 100, tiny)
     step("video")
-    video = video_row(sd, device, "bf16", 10 if tiny else 250, use_dlib, clock, 90)
+    video = video_row(sd, device, "bf16", 4 if tiny else 250, use_dlib, clock, 90)
     step("training")
     train = train_rows(device, tiny, clock, 75)
     step("forward, compiled")
-    # the batch dimension is compiled dynamic from batch 8 on; batch 1 gets its own (specialised) graph
-    fwd += forward_rows(sd, device, [*batches[1:], batches[0]], ["bf16", "fp16", "fp32"], True, clock, 15, backend,
-                        refs)
+    # the batch dimension is compiled dynamic from batch 8 on; batch 1 gets its own (specialised) graph. A compile
+    # can take a minute or more, hence the large reserve.
+    fwd += forward_rows(sd, device, [*batches[1:], batches[0]], ["bf16", "fp16", "fp32"], True, clock,
+                        5 if tiny else 90, backend, refs, tiny)
     step("done")
-    text = table(device, fwd, ref, photos, video, train, tiny)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text, encoding="utf-8")
+    print(table(device, fwd, ref, photos, video, train, tiny))
 
 
 if __name__ == "__main__":
