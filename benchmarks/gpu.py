@@ -310,7 +310,7 @@ def video_row(sd: dict, device: torch.device, precision: str, frames: int, use_d
 
     detector = DlibDetector() if use_dlib else ScriptedDetector(clip_faces)
     restorer = Restorer(TorchRunner(build(sd), device, precision), detector, device,
-                        RestoreOptions(w=0.5, batch_size=16))
+                        RestoreOptions(w=0.5, batch_size=16, min_face=64))  # 64: one HOG upsample, not two
     label = {"precision": precision, "clip_s": frames / 25,
              "detector": "dlib" if use_dlib else "scripted (no dlib model here)"}
     try:
@@ -425,7 +425,7 @@ def table(device: torch.device, fwd: list[dict], ref_diff: float | None, photos:
     if "skipped" in video:
         lines.append(f"not run: {video['skipped']}")
     else:
-        lines.append(f"{video['precision']}: {video['frames']} frames ({video['clip_s']:.0f} s clip, "
+        lines.append(f"{video['precision']}: {video['frames']} frames ({video['clip_s']:.1f} s clip, "
                      f"{video['faces']} faces) in {video['seconds']:.1f} s = {video['frames'] / video['seconds']:.1f} "
                      f"frames/s; {video['mode']}; detector: {video['detector']}")
     lines += ["", "### Training, one process on this device (random LPIPS/VGG and initial weights)", "",
