@@ -146,3 +146,17 @@ def test_onnx_providers_prefer_tensorrt_then_cuda(monkeypatch, tmp_path) -> None
     assert chosen[0][1]["device_id"] == chosen[1][1]["device_id"] == "1"
     monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
     assert backends._providers("cuda") == [("CUDAExecutionProvider", {"device_id": "0"}), "CPUExecutionProvider"]
+
+
+def test_cli_device_errors_are_one_line_and_exit_2(tmp_path, capsys) -> None:
+    from codeformer.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["restore", "in.png", "-o", str(tmp_path), "--device", "tpu"])
+    assert exc.value.code == 2 and "expected auto, cpu, cuda, cuda:N or mps" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main(["restore", "in.png", "-o", str(tmp_path), "--device", "cuda"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("codeformer restore: --device cuda:") and "no CUDA GPU" in err and "\n" not in err
+        assert main(["evaluate", "--restored", str(tmp_path), "--device", "cuda:1"]) == 2
+        assert "no CUDA GPU" in capsys.readouterr().err
