@@ -44,7 +44,7 @@ TESTS="tests/test_parity.py tests/test_gpu_paths.py tests/test_runtime.py"
 if [ $DRY = 1 ]; then
   DEVICE=cpu; TESTS="tests/test_runtime.py"; TEST_LIMIT=300; BENCH="--tiny --budget-s 300"; BENCH_LIMIT=600
 else
-  DEVICE=cuda; TEST_LIMIT=150; BENCH="--budget-s 290"; BENCH_LIMIT=390
+  DEVICE=cuda; TEST_LIMIT=120; BENCH="--budget-s 290"; BENCH_LIMIT=360
 fi
 say "tests on $DEVICE: $TESTS"
 CODEFORMER_TEST_DEVICE=$DEVICE timeout $TEST_LIMIT "$PY" -m pytest -q -p no:cacheprovider $TESTS \
