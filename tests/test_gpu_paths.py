@@ -160,3 +160,14 @@ def test_cli_device_errors_are_one_line_and_exit_2(tmp_path, capsys) -> None:
         assert err.startswith("codeformer restore: --device cuda:") and "no CUDA GPU" in err and "\n" not in err
         assert main(["evaluate", "--restored", str(tmp_path), "--device", "cuda:1"]) == 2
         assert "no CUDA GPU" in capsys.readouterr().err
+
+
+def test_load_face_model_passes_compile_and_resolves_auto(filled_checkpoint) -> None:
+    from codeformer.backends import load_face_model
+
+    runner, info = load_face_model("torch", str(filled_checkpoint("codeformer")), device="auto", precision="fp16",
+                                   compile=True)
+    assert isinstance(runner, TorchRunner) and runner.compiled and runner.precision == "fp16"
+    assert info["device"] == str(pick_device("auto")) and info["compile"] is True
+    with pytest.raises(ValueError, match="torch runtime only"):
+        load_face_model("onnx", str(filled_checkpoint("codeformer")), compile=True)
