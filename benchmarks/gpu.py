@@ -128,16 +128,16 @@ def reset_peak(device: torch.device) -> None:
 
 def forward_rows(sd: dict, device: torch.device, batches: list[int], precisions: list[str], compiled: bool,
                  clock: Clock, reserve_s: float, backend: str, refs: dict[int, torch.Tensor], quick: bool = False,
-                 w: float = 0.5) -> list[dict]:
+                 graphs: bool = False, w: float = 0.5) -> list[dict]:
     """Faces/s, ms/face and peak memory of `TorchRunner` for each precision and batch; each output compared with
     fp32 eager at the same batch (`refs`, filled by the eager fp32 rows)."""
     rows: list[dict] = []
     for precision in precisions:
-        runner = TorchRunner(build(sd), device, precision, compile=compiled,
-                             compile_backend=backend)
+        runner = TorchRunner(build(sd), device, precision, compile=compiled, compile_backend=backend,
+                             cuda_graphs=graphs)
         for batch in batches:
-            label = {"impl": "ours", "precision": precision, "mode": "compiled" if compiled else "eager",
-                     "batch": batch}
+            mode = "compiled + CUDA graphs" if graphs else "compiled" if compiled else "eager"
+            label = {"impl": "ours", "precision": precision, "mode": mode, "batch": batch}
             if clock.left() < reserve_s:
                 rows.append({**label, "skipped": "time budget"})
                 continue
@@ -505,6 +505,9 @@ def main() -> None:
     step("forward, compiled fp16 and fp32")
     fwd += forward_rows(sd, device, compiled_order, ["fp16", "fp32"], True, clock, 5 if tiny else 80, backend,
                         refs, tiny)
+    if device.type == "cuda":
+        step("forward, compiled with CUDA graphs")
+        fwd += forward_rows(sd, device, batches[:3], ["bf16"], True, clock, 60, backend, refs, graphs=True)
     step("done")
     print(table(device, fwd, ref, photos, video, train, tiny))
 

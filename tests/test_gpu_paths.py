@@ -113,6 +113,8 @@ def test_compiled_runner_equals_eager() -> None:
     assert compiled.compiled
     assert torch.allclose(compiled.restore(x, 0.7), eager, atol=1e-5)
     assert torch.allclose(compiled.restore(x, 0.7), eager, atol=1e-5)  # the cached graph again
+    with pytest.raises(ValueError, match="cuda_graphs needs a CUDA device"):
+        TorchRunner(model, "cpu", "bf16", compile=True, cuda_graphs=True)
 
 
 def test_auto_device_and_host_copies() -> None:

@@ -68,15 +68,20 @@ class TorchRunner:
     """A CodeFormer prepared for inference on `device` in `precision` (fp32: parity with the official net).
 
     channels_last: None → on for the reduced precisions only (see below). compile: run the forward through
-    `torch.compile` (compile_backend: its backend; "inductor" is the fast one, "aot_eager" only traces).
+    `torch.compile` (compile_backend: its backend; "inductor" is the fast one, "eager" only captures).
+    cuda_graphs (CUDA, with compile): inductor's "reduce-overhead" mode, which records a CUDA graph per batch
+    size and replays it, removing the per-kernel launch cost; each output is copied out of the graph's memory,
+    which the next replay reuses. Not yet measured on a GPU (benchmarks/gpu.py has the rows).
     """
 
     def __init__(self, model: CodeFormer, device: str | torch.device = "cpu", precision: str = "fp32",
                  channels_last: bool | None = None, compile: bool = False,
-                 compile_backend: str = "inductor") -> None:
+                 compile_backend: str = "inductor", cuda_graphs: bool = False) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         self.device = torch.device(device)
+        if cuda_graphs and (self.device.type != "cuda" or not compile or compile_backend != "inductor"):
+            raise ValueError("cuda_graphs needs a CUDA device and compile=True with the inductor backend")
         self.precision = precision
         # Channels-last lets oneDNN / cuDNN pick faster convolution kernels, but in fp32 those kernels sum in
         # another order and drift up to ~2e-4 from the official outputs (the parity tolerance is 1e-4), so by
@@ -92,9 +97,12 @@ class TorchRunner:
             torch.backends.cuda.matmul.allow_tf32 = False
         self.model = model.eval().to(self.device, memory_format=self.memory_format)
         self.compiled = compile
+        self.cuda_graphs = cuda_graphs
         self._forward: Callable[[torch.Tensor, Weight, bool], torch.Tensor] = self._eager_forward
-        if compile:
-            self._forward = torch.compile(self._eager_forward, backend=compile_backend, dynamic=False)
+        if cuda_graphs:
+            self._forward = torch.compile(self._eager_forward, mode="reduce-overhead")
+        elif compile:
+            self._forward = torch.compile(self._eager_forward, backend=compile_backend)
 
     def _eager_forward(self, x: torch.Tensor, w: Weight, adain_latent: bool) -> torch.Tensor:
         p = self.model.predict_latent(x, adain_latent)  # fp32: the code choice
@@ -108,10 +116,14 @@ class TorchRunner:
         x = host_to_device(x, self.device).to(torch.float32).contiguous(memory_format=self.memory_format)
         if isinstance(w, torch.Tensor):
             w = w.to(self.device)
-        if self.compiled:
+        if self.compiled and not self.cuda_graphs:
             from torch._dynamo import maybe_mark_dynamic
 
             maybe_mark_dynamic(x, 0)  # one graph for all batch sizes above 1, not one each
+        if self.cuda_graphs:
+            torch.compiler.cudagraph_mark_step_begin()  # each call is a new step: earlier outputs are done with
         with torch.inference_mode():
             out = self._forward(x, w, adain_latent)
+            if self.cuda_graphs:
+                out = out.clone()  # the graph's output memory is overwritten by the next replay
         return out.float().contiguous().to(dev_in)
