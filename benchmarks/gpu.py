@@ -149,6 +149,9 @@ def forward_rows(sd: dict, device: torch.device, batches: list[int], precisions:
             except torch.OutOfMemoryError:
                 rows.append({**label, "skipped": "out of memory"})
                 continue
+            except Exception as exc:  # a compile that fails costs its rows, not the run
+                rows.append({**label, "skipped": f"failed: {one_line(exc)}"})
+                continue
             if not compiled and precision == "fp32":
                 refs[batch] = out.cpu()
             diff = compare(out.cpu(), refs[batch]) if batch in refs else (math.nan, math.nan)
@@ -381,10 +384,25 @@ def train_rows(device: torch.device, tiny: bool, clock: Clock, reserve_s: float)
             if clock.left() < reserve_s:
                 rows.append({"stage": label, "skipped": "time budget"})
                 continue
+            reset_peak(device)
             res = child(stage, config, phase_step, 2 if tiny else 5, faces, device.type,
                         batch=None if tiny else 4)
             rows.append({"stage": label, **res})
     return rows
+
+
+def one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:160]}"
+
+
+def guarded(name: str, fn: Callable[[], object], failed: Callable[[str], object]) -> object:
+    """fn(), or `failed` (with the error logged) when it raises: one broken section must not lose the table."""
+    try:
+        return fn()
+    except Exception as exc:
+        print(f"{name} failed: {one_line(exc)}", file=sys.stderr)
+        return failed(one_line(exc))
 
 
 def fmt(v: float | None, spec: str) -> str:
@@ -484,7 +502,7 @@ def main() -> None:
             Path(args.out).write_text(table(device, fwd, ref, photos, video, train, tiny), encoding="utf-8")
 
     step("reference")
-    ref = None if tiny else reference_diff(sd, device)
+    ref = None if tiny else guarded("reference", lambda: reference_diff(sd, device), lambda why: None)
     step("forward, eager")
     refs: dict[int, torch.Tensor] = {}
     fwd += forward_rows(sd, device, batches, precisions, False, clock, 120, backend, refs, tiny)
@@ -495,13 +513,17 @@ def main() -> None:
     step("forward, compiled bf16")
     fwd += forward_rows(sd, device, compiled_order, ["bf16"], True, clock, 5 if tiny else 150, backend, refs, tiny)
     step("peer")
-    fwd += peer_rows(sd, device, batches[:3], clock, 110, tiny)
+    fwd += guarded("peer", lambda: peer_rows(sd, device, batches[:3], clock, 110, tiny),
+                   lambda why: [{"impl": "peer", "precision": "-", "mode": "eager", "batch": "-", "skipped": why}])
     step("photo")
-    photos = photo_rows(sd, device, ["fp32", "bf16"], use_dlib, clock, 100, tiny)
+    photos = guarded("photo", lambda: photo_rows(sd, device, ["fp32", "bf16"], use_dlib, clock, 100, tiny),
+                     lambda why: [{"precision": "-", "skipped": why}])
     step("video")
-    video = video_row(sd, device, "bf16", 4 if tiny else 250, use_dlib, clock, 90)
+    video = guarded("video", lambda: video_row(sd, device, "bf16", 4 if tiny else 250, use_dlib, clock, 90),
+                    lambda why: {"skipped": why})
     step("training")
-    train = train_rows(device, tiny, clock, 75)
+    train = guarded("training", lambda: train_rows(device, tiny, clock, 75),
+                    lambda why: [{"stage": "-", "skipped": why}])
     step("forward, compiled fp16 and fp32")
     fwd += forward_rows(sd, device, compiled_order, ["fp16", "fp32"], True, clock, 5 if tiny else 80, backend,
                         refs, tiny)
