@@ -1,4 +1,5 @@
-"""Command line: `codeformer restore|evaluate|convert|download|export-onnx|serve|train|codes|prepare-faces`.
+"""Command line: `codeformer restore|colorize|inpaint|evaluate|convert|download|export-onnx|serve|train|codes|
+prepare-faces`.
 
 This module only parses arguments and calls the library. Each subcommand has an `_add_<name>` function that
 declares its arguments and a `_run_<name>` function that calls the library and returns an exit code.
@@ -10,6 +11,7 @@ import argparse
 import logging
 import sys
 
+from codeformer.face.edit_commands import add_colorize, add_inpaint
 from codeformer.train.commands import add_codes, add_prepare_faces, add_train
 
 
@@ -472,6 +474,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_download(sub)
     _add_convert(sub)
     _add_restore(sub)
+    add_colorize(sub)
+    add_inpaint(sub)
     _add_evaluate(sub)
     _add_export_onnx(sub)
     _add_serve(sub)

@@ -205,6 +205,8 @@ def run_batch(restorer: Restorer, inputs: Iterable[str], opts: RestoreOptions, o
     for source, rel in tqdm(jobs, disable=not progress, unit="img", file=sys.stderr, desc="restore"):
         try:
             out = output_path(rel, options.ext, options.outdir, taken)
+            if out.resolve() == source.resolve():
+                raise OSError(f"{source}: the output would overwrite the input; choose another -o folder")
             report.faces += restore_file(restorer, source, rel, out, opts, options)
             report.images += 1
         except PER_FILE_ERRORS as exc:

@@ -1,4 +1,5 @@
-"""Stage II step: predict the HQ codes from "large"-degraded faces (spec §2.3).
+"""Stage II step: predict the HQ codes from "large"-degraded faces (spec §2.3), or from colour-degraded faces for
+the colorization model (`degradation: colorization`, spec §2.6: the official recipe is this same step).
 
 Trainable: encoder, position_emb, feat_emb, ft_layers, idx_pred_layer. Frozen (requires_grad False): quantize
 (the codebook), generator, and the fusion blocks (not in the code-only graph). Targets: the frozen HQ VQGAN's
@@ -65,10 +66,11 @@ def code_terms(model: CodeFormer, logits: torch.Tensor, lq_feat: torch.Tensor, t
 
 def train_step(m: Stage2Models, batch: dict[str, torch.Tensor], step: int, stepper: Stepper
                ) -> dict[str, float | None]:
-    """One stage-2 iteration: `batch["lq_large"]` (B, 3, S, S) in [-1, 1] → code logits vs the HQ codes."""
+    """One stage-2 iteration: `batch["lq_<cfg.degradation>"]` (B, 3, S, S) in [-1, 1] → code logits vs the HQ
+    codes."""
     target = target_codes(batch, m.hq_vqgan)
     with stepper.autocast():
-        logits, lq_feat = m.model.predict_codes(batch["lq_large"])
+        logits, lq_feat = m.model.predict_codes(batch[f"lq_{m.cfg.degradation}"])
         loss, metrics = code_terms(m.model, logits, lq_feat, target, m.cfg.losses.cross_entropy,
                                    m.cfg.losses.latent_l2)
     stepper.optimize(loss, m.opt, m.cfg.optim.grad_clip)
