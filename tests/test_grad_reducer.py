@@ -21,13 +21,14 @@ def _free_port() -> int:
 
 
 class Net(nn.Module):
-    """Two used layers and one that gets no gradient (as a code-only step's fusion blocks get none)."""
+    """Two used layers and one, registered last like CodeFormer's fusion blocks, that gets no gradient (as a
+    stage-3 code-only step leaves the fusion blocks without one)."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.unused = nn.Linear(4, 4)
         self.a = nn.Conv2d(3, 8, 3, padding=1)
         self.b = nn.Linear(8 * 4 * 4, 16)
+        self.unused = nn.Linear(4, 4)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.b(torch.relu(self.a(x)).flatten(1))
@@ -58,21 +59,33 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
         local = [p.grad.clone() for p in params if p.grad is not None]
         flat = _flat_mean(local, world)
         net.zero_grad(set_to_none=True)
-        # 512-byte buckets, in reverse order: [b], [a], [unused]
-        reducer = GradReducer(params, DistInfo(rank, world, rank), bucket_mb=0.5 / 1024)
-        assert [len(b) for b in reducer.buckets] == [2, 2, 2]
-        reducer.start()
-        net(x).square().mean().backward()
+        # 100-byte buckets, in reverse order: [unused, b.bias], [b.weight], [a]; the unused layer comes first and
+        # must not hold the others back
+        reducer = GradReducer(params, DistInfo(rank, world, rank), bucket_mb=100 / 2**20)
+        assert [len(b) for b in reducer.buckets] == [3, 1, 2]
+        loss = net(x).square().mean()
+        reducer.start(loss)
+        loss.backward()
         launched_during_backward = len(reducer._launched)
         reducer.finish()
         bucketed = [p.grad.clone() for p in params if p.grad is not None]
         unused_none = net.unused.weight.grad is None and net.unused.bias.grad is None
         net.zero_grad(set_to_none=True)
+        # a bucket whose parameters the loss does not reach at all is skipped (no collective on any rank)
+        only_a = GradReducer(list(net.a.parameters()) + list(net.unused.parameters()), DistInfo(rank, world, rank),
+                             bucket_mb=1e-9)
+        loss = net.a(x).square().mean()
+        only_a.start(loss)
+        loss.backward()
+        skipped_unused = [len(only_a.buckets), len(only_a._launched)]
+        only_a.finish()
+        net.zero_grad(set_to_none=True)
         net(x).square().mean().backward()  # not armed: the hooks leave local gradients alone
         unarmed_local = all(torch.equal(p.grad, g) for p, g in zip([p for p in params if p.grad is not None], local,
                                                                    strict=True))
         torch.save({"local": local, "flat": flat, "bucketed": bucketed, "unused_none": unused_none,
-                    "launched_during_backward": launched_during_backward, "unarmed_local": unarmed_local},
+                    "launched_during_backward": launched_during_backward, "unarmed_local": unarmed_local,
+                    "skipped_unused": skipped_unused},
                    Path(out) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -87,6 +100,7 @@ def test_bucketed_reduce_equals_the_flat_all_reduce(tmp_path):
         for got, want in zip(r["bucketed"], r["flat"], strict=True):
             assert torch.allclose(got, want, rtol=1e-6, atol=1e-7)
         assert r["unused_none"] and r["unarmed_local"]
-        assert r["launched_during_backward"] == 2  # [b] and [a] left during backward; [unused] at finish()
+        assert r["launched_during_backward"] == 3  # every bucket left during backward, none waited for `unused`
+        assert r["skipped_unused"] == [4, 2]  # 4 one-parameter buckets, the 2 of `unused` not reduced
     for a, b in zip(r0["bucketed"], r1["bucketed"], strict=True):
         assert torch.equal(a, b)  # every rank holds the same mean

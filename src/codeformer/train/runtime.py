@@ -89,8 +89,11 @@ class GradReducer:
     gradients that are done; when a bucket is complete, its gradients are flattened and an asynchronous
     all-reduce starts, so the transfer overlaps the rest of backward, as DistributedDataParallel's reducer does.
     Buckets start strictly in order (a complete bucket waits for the ones before it), so every rank issues the
-    same collectives in the same order. `finish()` starts what is left (buckets with parameters that got no
-    gradient this step), waits, and writes the means back. Hooks act only between `start()` and `finish()`.
+    same collectives in the same order. `start(loss)` walks the loss's autograd graph first and counts the
+    parameters it cannot reach (a stage-3 code-only step never reaches the fusion blocks) as done, so they hold
+    no bucket back; a bucket of such parameters only is not reduced at all (the graph, hence the choice, is the
+    same on every rank), as DDP does with find_unused_parameters. `finish()` waits and writes the means back;
+    parameters without a gradient keep none. Hooks act only between `start()` and `finish()`.
     """
 
     def __init__(self, params: Iterable[nn.Parameter], info: DistInfo, bucket_mb: float = 25.0) -> None:
@@ -106,28 +109,35 @@ class GradReducer:
             size += p.numel() * p.element_size()
         self._bucket_of = {id(p): i for i, bucket in enumerate(self.buckets) for p in bucket}
         self._ready = [0] * len(self.buckets)
+        self._used = [True] * len(self.buckets)  # whether the bucket has a parameter the loss reaches
+        self._next = 0  # the next bucket to start
         self._launched: list[tuple[int, torch.Tensor, object]] = []
         self._armed = False
         for bucket in self.buckets:
             for p in bucket:
                 p.register_post_accumulate_grad_hook(self._on_grad)
 
-    def start(self) -> None:
-        """Arm the hooks for one backward pass."""
-        self._ready = [0] * len(self.buckets)
-        self._launched = []
-        self._armed = True
+    def start(self, loss: torch.Tensor) -> None:
+        """Arm the hooks for the backward pass of `loss`."""
+        reached = _reached_leaves(loss)
+        self._ready = [sum(id(p) not in reached for p in bucket) for bucket in self.buckets]
+        self._used = [ready < len(bucket) for ready, bucket in zip(self._ready, self.buckets, strict=True)]
+        self._next, self._launched, self._armed = 0, [], True
+        self._launch_ready()  # leading buckets the loss does not reach
 
     def _on_grad(self, p: nn.Parameter) -> None:
-        if not self._armed:
-            return
-        b = self._bucket_of[id(p)]
-        self._ready[b] += 1
-        while len(self._launched) < len(self.buckets) and \
-                self._ready[len(self._launched)] == len(self.buckets[len(self._launched)]):
-            self._launch(len(self._launched))
+        if self._armed:
+            self._ready[self._bucket_of[id(p)]] += 1
+            self._launch_ready()
+
+    def _launch_ready(self) -> None:
+        while self._next < len(self.buckets) and self._ready[self._next] == len(self.buckets[self._next]):
+            self._launch(self._next)
 
     def _launch(self, b: int) -> None:
+        self._next = b + 1
+        if not self._used[b]:
+            return
         flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1)
                           for p in self.buckets[b]])
         self._launched.append((b, flat, dist.all_reduce(flat, async_op=True)))
@@ -135,8 +145,8 @@ class GradReducer:
     def finish(self) -> None:
         """Start the buckets not yet started, wait for all, and replace each gradient by its mean over ranks
         (parameters without a gradient keep none)."""
-        while len(self._launched) < len(self.buckets):
-            self._launch(len(self._launched))
+        while self._next < len(self.buckets):
+            self._launch(self._next)
         self._armed = False
         for b, flat, work in self._launched:
             work.wait()
@@ -147,6 +157,23 @@ class GradReducer:
                     p.grad.copy_(flat[offset:offset + p.numel()].view_as(p.grad))
                 offset += p.numel()
         self._launched = []
+
+
+def _reached_leaves(loss: torch.Tensor) -> set[int]:
+    """ids of the leaf tensors (parameters) whose gradient backward from `loss` accumulates."""
+    found: set[int] = set()
+    seen: set[object] = set()
+    stack = [loss.grad_fn]
+    while stack:
+        fn = stack.pop()
+        if fn is None or fn in seen:
+            continue
+        seen.add(fn)
+        leaf = getattr(fn, "variable", None)  # AccumulateGrad nodes hold their parameter
+        if leaf is not None:
+            found.add(id(leaf))
+        stack.extend(next_fn for next_fn, _ in fn.next_functions)
+    return found
 
 
 class Stepper:
@@ -179,7 +206,7 @@ class Stepper:
         params = [p for group in optimizer.param_groups for p in group["params"]]
         reducer = self._reducer(optimizer, params)
         if reducer is not None:
-            reducer.start()
+            reducer.start(loss)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
         else:
