@@ -247,7 +247,6 @@ def dlib_ok() -> bool:
 def make_faces_json() -> None:
     """Write gpu_faces.json with dlib (run where dlib and its model are installed): the two-face photo's faces
     and each video face patch's landmarks in patch coordinates."""
-    from benchmarks.video import face_patches
     from codeformer.face.detection import DlibDetector
 
     det = DlibDetector()
@@ -255,7 +254,7 @@ def make_faces_json() -> None:
         return [[round(v, 2) for v in face.box], np.round(face.landmarks5, 2).tolist()]
 
     photo = [record(f) for f in det.detect(two_face_photo())]
-    patches = [record(det.detect(np.ascontiguousarray(patch))[0]) for patch in face_patches(2)]
+    patches = [record(det.detect(np.ascontiguousarray(patch))[0]) for patch in video_face_patches()]
     FACES_JSON.write_text(json.dumps({"two_face_photo": photo, "video_patches": patches}) + "\n")
     print(f"wrote {FACES_JSON}: {len(photo)} photo faces, {len(patches)} patches")
 
@@ -331,12 +330,26 @@ def video_row(sd: dict, device: torch.device, precision: str, frames: int, use_d
             "mode": "codeformer.video.restore_video: decode, detect, track, restore, paste, encode"}
 
 
-def clip_frame(i: int, background: np.ndarray) -> np.ndarray:
-    """Frame i of benchmarks/video.py's clip (two face patches panning over `background`), without PyAV."""
-    from benchmarks.video import face_patches
+CLIP_SIZE = (1280, 720)  # benchmarks/video.py's SIZE
 
+
+def video_face_patches() -> list[np.ndarray]:
+    """The first two face patches of benchmarks/video.py's clip (astronaut, Grace Hopper; uint8 RGB), made here
+    because that module needs PyAV to import."""
+    import cv2
+
+    from codeformer.data.images import read_image
+
+    astro = read_image(EXAMPLES / "astronaut.png").pixels[:, :, :3]
+    grace = read_image(EXAMPLES / "grace_hopper.jpg").pixels[:, :, :3]
+    return [cv2.resize(np.ascontiguousarray(astro[0:320, 90:410]), (300, 300), interpolation=cv2.INTER_AREA),
+            cv2.resize(np.ascontiguousarray(grace[30:430, 60:460]), (300, 300), interpolation=cv2.INTER_AREA)]
+
+
+def clip_frame(i: int, background: np.ndarray, patches: list[np.ndarray]) -> np.ndarray:
+    """Frame i of benchmarks/video.py's clip (the patches panning over `background`), without PyAV."""
     frame = background.copy()
-    for k, patch in enumerate(face_patches(2)):
+    for k, patch in enumerate(patches):
         side = patch.shape[0]
         x, y = 100 + k * 420 + int(60 * np.sin(i / 40 + k)), 200 + int(40 * np.cos(i / 50 + k))
         frame[y:y + side, x:x + side] = patch
@@ -348,16 +361,16 @@ def faces_of_frames(restorer: object, frames: int, window: int = 8) -> tuple[flo
     detect, align, the faces of `window` frames in one model call, paste back (float, as photos)."""
     import cv2
 
-    from benchmarks.video import SIZE
     from codeformer.face.align import estimate_affine, invert_affine, warp_face
     from codeformer.face.paste import paste_back
 
-    w, h = SIZE
+    w, h = CLIP_SIZE
     background = cv2.resize(np.random.default_rng(0).integers(40, 200, (h // 20, w // 20, 3)).astype(np.uint8),
-                            SIZE, interpolation=cv2.INTER_CUBIC)
+                            CLIP_SIZE, interpolation=cv2.INTER_CUBIC)
+    patches = video_face_patches()
     seconds, faces = 0.0, 0
     for first in range(0, frames, window):
-        images = [clip_frame(i, background) for i in range(first, min(frames, first + window))]
+        images = [clip_frame(i, background, patches) for i in range(first, min(frames, first + window))]
         t0 = time.perf_counter()
         rgbs = [im.astype(np.float32) / 255.0 for im in images]
         affines = [[estimate_affine(f.landmarks5) for f in restorer.detector.detect(im)] for im in images]

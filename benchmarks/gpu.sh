@@ -10,8 +10,10 @@
 # numpy, opencv, pytest, ... are there; set PYTHON to use another), our code from src/ on PYTHONPATH (nothing to
 # build), and installs whatever wheels were carried in .whl/ (spandrel for the peer rows, PyAV for the video row,
 # fastapi & co. for the serve tests; docs/benchmarks.md gives the download command) into a folder of its own.
-# Without them those rows say "not run" and those tests are left out (the script says which).
-# The parity kit must be beside the checkout (../shared) or copied into it (./shared, git-ignored).
+# Without them the peer rows say "not run", the video row times the face work of the frames in memory (no
+# decode/encode), and those tests are left out (the script says which).
+# The parity kit and the sample data must be beside the checkout (../shared) or copied into it (./shared,
+# git-ignored; docs/benchmarks.md says how).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 DRY=0
