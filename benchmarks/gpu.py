@@ -452,7 +452,7 @@ def table(device: torch.device, fwd: list[dict], ref_diff: float | None, photos:
         lines.append(f"| {r['precision']} | {r['faces']} | " + " | ".join(
             f"{s[k]:.1f}" for k in ("decode", "detect", "align", "restore", "paste", "encode", "total"))
             + f" | {1000 / s['total']:.2f} | {limit} ({100 * s[limit] / s['total']:.0f} %) | {r['detector']} |")
-    lines += ["", "### Video (synthetic 1280×720 clip, 25 fps, two faces, libx264)", ""]
+    lines += ["", "### Video (synthetic 1280×720 clip, 25 fps, two faces)", ""]
     if "skipped" in video:
         lines.append(f"not run: {video['skipped']}")
     else:
