@@ -5,7 +5,8 @@ Each request thread of the server runs its own detect → align → paste; only 
 `linger_s` for more once it has something), concatenates the crops of several requests into one batch of at
 most `max_batch` faces, and runs the model once with a per-face w vector, so requests asking for different w
 still share a forward pass. On a CPU this mostly saves per-call overhead; on a GPU it is what keeps the device
-busy (CodeFormer#157, #244).
+busy (CodeFormer#157, #244). A batch that runs out of device memory is split in halves and the smaller size is
+kept (`codeformer.oom`; `batch_limit.notes`).
 """
 
 from __future__ import annotations
