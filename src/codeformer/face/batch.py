@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Iterable
@@ -23,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from codeformer.atomic import write_text
+from codeformer.atomic import remove_stale_temporaries, write_text
 from codeformer.data.images import (
     ImageReadError,
     ImageWriteError,
@@ -33,6 +34,7 @@ from codeformer.data.images import (
     is_image_path,
     read_image,
     rgb_float,
+    special_file_kind,
     write_image,
 )
 from codeformer.face.paste import upscale_image
@@ -78,14 +80,20 @@ def one_line_error(source: str, exc: BaseException) -> str:
     return text if text.startswith(source) else f"{source}: {text}"
 
 
-def _folder_entries(folder: Path, recursive: bool, skip: Path) -> list[Path]:
-    """Image-named entries of `folder` (sorted), walking subfolders if `recursive`, never inside `skip`."""
+def _folder_entries(folder: Path, recursive: bool, skip: Path, seen: set[tuple[int, int]]) -> list[Path]:
+    """Image-named entries of `folder` (sorted), walking subfolders if `recursive`, never inside `skip`. `seen`
+    holds the (device, inode) of every folder walked so far: each real folder is walked once, so a symlink
+    loop (or two links to one folder) cannot repeat its photos."""
+    st = folder.stat()
+    if (st.st_dev, st.st_ino) in seen:
+        return []
+    seen.add((st.st_dev, st.st_ino))
     found = []
     for entry in sorted(folder.iterdir()):
         if entry.resolve() == skip:
             continue
         if entry.is_dir() and recursive:
-            found += _folder_entries(entry, recursive, skip)
+            found += _folder_entries(entry, recursive, skip, seen)
         elif is_image_path(entry):
             found.append(entry)
     return found
@@ -94,20 +102,144 @@ def _folder_entries(folder: Path, recursive: bool, skip: Path) -> list[Path]:
 def expand_inputs(inputs: Iterable[str], recursive: bool, outdir: Path) -> tuple[list[tuple[Path, Path]],
                                                                                   list[tuple[str, str]]]:
     """Files and folders → [(source, path relative to the output folder)], plus [(input, reason)] for inputs
-    that do not exist. Folder entries keep their relative path; a folder's own outputs are never re-read."""
+    that do not exist or are not regular files (a FIFO, socket or device: opening one can hang; skipped).
+    Folder entries keep their relative path; a folder's own outputs are never re-read."""
     jobs: list[tuple[Path, Path]] = []
     missing: list[tuple[str, str]] = []
     skip = outdir.resolve()
+    seen: set[tuple[int, int]] = set()
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            for entry in _folder_entries(path, recursive, skip):
-                jobs.append((entry, entry.relative_to(path)))
+            found = [(entry, entry.relative_to(path)) for entry in _folder_entries(path, recursive, skip, seen)]
         elif path.exists() or path.is_symlink():
-            jobs.append((path, Path(path.name)))
+            found = [(path, Path(path.name))]
         else:
             missing.append((item, f"{item}: no such file or folder"))
+            continue
+        for source, rel in found:
+            kind = special_file_kind(source)
+            if kind is None:
+                jobs.append((source, rel))
+            else:
+                missing.append((str(source), f"{source}: not a regular file ({kind}); skipped"))
     return jobs, missing
+
+
+class OutputError(ValueError):
+    """The output folder cannot be used (a file, below a file, not creatable); one line naming it."""
+
+
+class OutputIsInputError(OutputError):
+    """A planned output is one of the run's inputs (the same file, through links or not): nothing was written."""
+
+
+NAME_MAX = 255  # bytes in one file name on the usual file systems (ext4, APFS, NTFS in UTF-16 units)
+
+
+def prepare_outdir(outdir: Path) -> None:
+    """Create the output folder if needed; `OutputError` (one line) when it cannot be one."""
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise OutputError(f"{outdir}: cannot be the output folder: it is a file") from None
+    except NotADirectoryError:
+        raise OutputError(f"{outdir}: cannot be the output folder: a file is in its path") from None
+    except OSError as exc:
+        raise OutputError(f"{outdir}: cannot create the output folder ({exc.strerror or exc})") from None
+
+
+def _name_problem(out: Path, rel: Path, options: OutputOptions, sidecars: tuple[str, ...]) -> str | None:
+    """Why the files written for OUT cannot all be named (a name over NAME_MAX bytes), or None: checked up
+    front, so a photo is never written whose sidecar then fails."""
+    names = [out.name + s for s in ("", *sidecars)]
+    if options.save_faces:
+        names.append(f"{rel.stem}_00_restored.png")
+    longest = max(names, key=lambda n: len(os.fsencode(n)))
+    if len(os.fsencode(longest)) > NAME_MAX:
+        return f"name too long for its outputs ({longest!r} is {len(os.fsencode(longest))} bytes, the limit " \
+               f"is {NAME_MAX}); rename the file"
+    return None
+
+
+def _file_id(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _beside(out: Path, options: OutputOptions) -> list[Path]:
+    """The files written for one input besides OUT whose names are known before restoring: sidecars, compare/."""
+    paths = [out.with_name(out.name + ".json"), out.with_name(out.name + ".report.json")]
+    if options.compare:
+        paths.append(options.outdir / "compare" / out.relative_to(options.outdir))
+    return paths
+
+
+def refuse_overwriting_inputs(jobs: list[tuple[Path, Path]], outs: list[Path], options: OutputOptions) -> None:
+    """Raise `OutputIsInputError` (one line) if any file this run may write is one of its inputs: compared by
+    (device, inode) after following links, so a symlink or a hard link to an input counts as the input.
+    Called before any work: the user's originals are never written over. faces/ and sweep/ (named per face,
+    REL_NN...) are listed once each, not once per input."""
+    inputs = {fid: source for source, _ in jobs if (fid := _file_id(source)) is not None}
+    if not inputs:
+        return
+
+    def check(planned: Path) -> None:
+        hit = inputs.get(_file_id(planned)) if planned.exists() else None
+        if hit is not None:
+            raise OutputIsInputError(f"{planned}: this output would overwrite the input {hit}; choose another -o "
+                                     "folder")
+
+    for out in outs:
+        for planned in (out, *_beside(out, options)):
+            check(planned)
+    stems: dict[Path, set[str]] = {}
+    for _, rel in jobs:
+        stems.setdefault(rel.parent, set()).add(rel.stem + "_")
+    for sub in ("faces", "sweep"):
+        root = options.outdir / sub
+        for folder, _, names in os.walk(root) if root.is_dir() else ():
+            mine = stems.get(Path(folder).relative_to(root), set())
+            for name in names:
+                if any(name.startswith(prefix) for prefix in mine):
+                    check(Path(folder) / name)
+
+
+def sweep_temporaries(planned: list[tuple[Path, Path, Path]], options: OutputOptions) -> None:
+    """Remove what a killed earlier run left (`atomic.remove_stale_temporaries`) in the folders this run writes
+    to, and only those: `-o ~` must not walk a whole home folder."""
+    started = time.time()
+    folders = {options.outdir}
+    for _, rel, out in planned:
+        folders.add(out.parent)
+        folders.update(options.outdir / sub / rel.parent for sub in ("faces", "compare", "sweep"))
+    for folder in sorted(folders):
+        remove_stale_temporaries(folder, started)
+
+
+def plan_outputs(jobs: list[tuple[Path, Path]], options: OutputOptions, sidecars: tuple[str, ...] = (".json",)
+                 ) -> tuple[list[tuple[Path, Path, Path]], list[tuple[str, str]]]:
+    """[(source, rel, out)] for the jobs, and [(source, reason)] for those without a usable output name (`sidecars`:
+    the suffixes added to OUT's name for the files written beside it); raises `OutputIsInputError` when an
+    output would overwrite an input."""
+    taken: set[Path] = set()
+    planned, failures = [], []
+    for source, rel in jobs:
+        try:
+            out = output_path(rel, options.ext, options.outdir, taken)
+        except ImageWriteError as exc:
+            failures.append((str(source), one_line_error(str(source), exc)))
+            continue
+        problem = _name_problem(out, rel, options, sidecars)
+        if problem is None:
+            planned.append((source, rel, out))
+        else:
+            failures.append((str(source), f"{source}: {problem}"))
+    refuse_overwriting_inputs([(s, r) for s, r, _ in planned], [o for _, _, o in planned], options)
+    return planned, failures
 
 
 def output_path(rel: Path, ext: str | None, outdir: Path, taken: set[Path]) -> Path:
@@ -196,17 +328,17 @@ def restore_file(restorer: Restorer, source: Path, rel: Path, out: Path, opts: R
 def run_batch(restorer: Restorer, inputs: Iterable[str], opts: RestoreOptions, options: OutputOptions,
               progress: bool = True) -> BatchReport:
     """Restore every image among `inputs` (files and folders) into `options.outdir`; never stops on a bad
-    file. The progress bar (stderr) shows when `progress` is true."""
+    file. The progress bar (stderr) shows when `progress` is true. Raises `OutputIsInputError` before any work
+    when an output would overwrite an input; removes the temporaries a killed run left in the output folder."""
     start = time.perf_counter()
     report = BatchReport()
     jobs, report.failures = expand_inputs(inputs, options.recursive, options.outdir)
-    options.outdir.mkdir(parents=True, exist_ok=True)
-    taken: set[Path] = set()
-    for source, rel in tqdm(jobs, disable=not progress, unit="img", file=sys.stderr, desc="restore"):
+    planned, unnamed = plan_outputs(jobs, options)
+    report.failures += unnamed
+    prepare_outdir(options.outdir)
+    sweep_temporaries(planned, options)
+    for source, rel, out in tqdm(planned, disable=not progress, unit="img", file=sys.stderr, desc="restore"):
         try:
-            out = output_path(rel, options.ext, options.outdir, taken)
-            if out.resolve() == source.resolve():
-                raise OSError(f"{source}: the output would overwrite the input; choose another -o folder")
             report.faces += restore_file(restorer, source, rel, out, opts, options)
             report.images += 1
         except PER_FILE_ERRORS as exc:

@@ -89,7 +89,7 @@ def run_edit(args: argparse.Namespace) -> int:
     from codeformer import weights
     from codeformer.checkpoint import CheckpointError, load_codeformer
     from codeformer.data.images import ImageReadError, read_image
-    from codeformer.face.batch import OutputOptions, one_line_error, run_batch
+    from codeformer.face.batch import OutputError, OutputOptions, one_line_error, run_batch
     from codeformer.face.colorize import Colorizer
     from codeformer.face.inpaint import Inpainter, MaskError, check_mask, read_mask
     from codeformer.face.pipeline import RestoreOptions
@@ -129,6 +129,10 @@ def run_edit(args: argparse.Namespace) -> int:
             editor = _WithMask(editor, mask, args.mask)
     output = OutputOptions(Path(args.output), save_faces=args.save_faces, compare=args.compare, ext=args.ext,
                            recursive=args.recursive)
-    report = run_batch(editor, args.inputs, opts, output, progress=not args.no_progress)
+    try:
+        report = run_batch(editor, args.inputs, opts, output, progress=not args.no_progress)
+    except OutputError as exc:  # -o unusable, or an output would be an input: refused before any work
+        print(f"codeformer {kind}: {exc}", file=sys.stderr)
+        return 2
     print(report.summary(), file=sys.stderr)
     return 1 if report.failures or report.images == 0 else 0

@@ -25,7 +25,8 @@ from ..config import (
     from_dict,
 )
 from ..data.dataset import FaceFolderDataset
-from ..losses.perceptual import LPIPS, LPIPSLoss
+from ..losses.perceptual import LPIPSLoss
+from ..models.lpips import LPIPS
 from ..models.vqgan import VQAutoEncoder
 from .runtime import Stepper
 
