@@ -69,7 +69,7 @@ def _add_restore(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ext", metavar="EXT", help="output format by extension (png, jpg, webp, tif, ...)")
     p.add_argument("--recursive", action="store_true", help="walk subfolders of folder inputs")
     p.add_argument("--weights", metavar="PATH", help="codeformer.pth (default: $CODEFORMER_WEIGHTS or the cache)")
-    p.add_argument("--device", choices=("cpu", "cuda", "mps"), default="cpu", help="where the model runs")
+    _add_device_arg(p)
     _add_runtime_args(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--report", choices=("json", "html"), help="per-face quality/identity report: OUT.report.json "
@@ -125,23 +125,23 @@ def _photo_part_files(args: argparse.Namespace, opts: object) -> dict[str, objec
     return paths
 
 
-def _photo_parts(args: argparse.Namespace, paths: dict[str, object]) -> dict[str, object]:
-    """Load the parts whose files `_photo_part_files` found, as Restorer keyword arguments."""
+def _photo_parts(args: argparse.Namespace, paths: dict[str, object], device: str) -> dict[str, object]:
+    """Load the parts whose files `_photo_part_files` found onto `device`, as Restorer keyword arguments."""
     from functools import partial
 
     parts: dict[str, object] = {}
     if "detector" in paths:
         from codeformer.face.retinaface import load_retinaface
 
-        parts["detector"] = load_retinaface(paths["detector"], device=args.device)
+        parts["detector"] = load_retinaface(paths["detector"], device=device)
     if "parser" in paths:
         from codeformer.face.parsing import load_parsenet, parse
 
-        parts["parser"] = partial(parse, load_parsenet(paths["parser"], device=args.device))
+        parts["parser"] = partial(parse, load_parsenet(paths["parser"], device=device))
     if "upsampler" in paths:
         from codeformer.upsampler import load_realesrgan
 
-        parts["upsampler"] = load_realesrgan(paths["upsampler"], device=args.device, tile=args.bg_tile)
+        parts["upsampler"] = load_realesrgan(paths["upsampler"], device=device, tile=args.bg_tile)
     return parts
 
 
@@ -294,14 +294,40 @@ def _run_restore_video(args: argparse.Namespace, restorer: object, opts: object,
     return 1 if failed else 0
 
 
-def _device_problem(device: str) -> str | None:
-    import torch
+def _add_device_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", type=_device_arg, default="auto", metavar="DEVICE", help="where the model runs: "
+                   "auto (default: cuda, else mps, else cpu), cpu, cuda, cuda:N or mps")
 
-    if device == "cuda" and not torch.cuda.is_available():
-        return "--device cuda: no CUDA device is available"
-    if device == "mps" and not torch.backends.mps.is_available():
-        return "--device mps: no MPS device is available"
-    return None
+
+def _device_arg(text: str) -> str:
+    if text in ("auto", "cpu", "cuda", "mps") or (text.startswith("cuda:") and text[5:].isdigit()):
+        return text
+    raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda, cuda:N or mps, got {text!r}")
+
+
+def _resolve_device(name: str, command: str) -> object | None:
+    """The torch device for --device NAME ("auto" resolved), or None after printing why it is not available."""
+    from codeformer.runtime import pick_device
+
+    try:
+        return pick_device(name)
+    except ValueError as exc:
+        print(f"codeformer {command}: --device {name}: {exc}", file=sys.stderr)
+        return None
+
+
+def _say_device(device: object, args: argparse.Namespace) -> None:
+    """One stderr line: the device the run uses (auto resolved), and the runtime settings."""
+    from codeformer.runtime import describe_device
+
+    runtime = getattr(args, "runtime", "torch")
+    extra = f", {args.precision}{', compiled' if args.compile else ''}" if runtime == "torch" else ", onnxruntime"
+    print(f"device: {describe_device(device)}{extra}", file=sys.stderr)
+
+
+def _say_memory_notes(restorer: object) -> None:
+    for note in restorer.batch_limit.notes:
+        print(f"note: {note}", file=sys.stderr)
 
 
 def _run_restore(args: argparse.Namespace) -> int:
@@ -349,9 +375,17 @@ def _run_restore(args: argparse.Namespace) -> int:
         except ImageWriteError as exc:
             print(f"codeformer restore: --ext {exc.problem}", file=sys.stderr)
             return 2
-    problem = _device_problem(args.device) if args.engine == "local" else _ray_device_problem(args)
-    if problem:
-        print(f"codeformer restore: {problem}", file=sys.stderr)
+    if args.engine == "ray":
+        if args.device == "auto":  # the model actors' device follows their GPU share, not the driver's hardware
+            args.device = "cuda" if args.gpus_per_worker > 0 else "cpu"
+        problem = _ray_device_problem(args)
+        if problem:
+            print(f"codeformer restore: {problem}", file=sys.stderr)
+            return 2
+        device = None
+    else:
+        device = _resolve_device(args.device, "restore")
+    if args.engine == "local" and device is None:
         return 2
     if args.onnx and args.runtime != "onnx":
         print("codeformer restore: --onnx needs --runtime onnx", file=sys.stderr)
@@ -370,20 +404,24 @@ def _run_restore(args: argparse.Namespace) -> int:
     try:
         from codeformer.backends import load_face_model
 
-        model, model_info = load_face_model(args.runtime, args.weights, args.onnx, args.device,
-                                   progress=not args.no_progress, precision=args.precision)
+        model, model_info = load_face_model(args.runtime, args.weights, args.onnx, str(device),
+                                            progress=not args.no_progress, precision=args.precision,
+                                            compile=args.compile)
     except (weights.WeightsError, OSError, ValueError, RuntimeError, KeyError) as exc:
         print(f"error: {one_line_error(str(args.weights or 'codeformer.pth'), exc)}", file=sys.stderr)
         return 1
     try:
-        parts = _photo_parts(args, part_files)
+        parts = _photo_parts(args, part_files, str(device))
     except (weights.WeightsError, OSError, ValueError, RuntimeError, KeyError) as exc:
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1
     print(weights.describe("codeformer.pth"), file=sys.stderr)
-    restorer = Restorer(model, device=args.device, options=opts, **parts)
+    _say_device(device, args)
+    restorer = Restorer(model, device=device, options=opts, **parts)
     if _is_video_run(args):
-        return _run_restore_video(args, restorer, opts, model_info)
+        code = _run_restore_video(args, restorer, opts, model_info)
+        _say_memory_notes(restorer)
+        return code
     if stream and args.fidelity == "auto":
         from codeformer.face.autow import AutoWRestorer
 
@@ -405,13 +443,14 @@ def _run_restore(args: argparse.Namespace) -> int:
             from codeformer.backends import ModelSpec
             from codeformer.face.batch import run_options
 
-            spec = ModelSpec(args.runtime, args.weights, args.onnx, args.device, args.precision)
+            spec = ModelSpec(args.runtime, args.weights, args.onnx, str(device), args.precision)
             resume = run_options(opts, output, spec.identity(progress=not args.no_progress))
         report = run_batch(restorer, args.inputs, opts, output, progress=not args.no_progress, resume=resume)
     except OutputError as exc:
         print(f"codeformer restore: {exc}", file=sys.stderr)
         return 2
     print(report.summary(), file=sys.stderr)
+    _say_memory_notes(restorer)
     return 1 if report.failures or report.images + report.skipped == 0 else 0
 
 
@@ -540,6 +579,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--vgg-weights", metavar="PATH", help="vgg16-397923af.pth for LPIPS (default: the cache)")
     p.add_argument("--lpips-weights", metavar="PATH", help="LPIPS v0.1 vgg.pth heads (default: the cache)")
     p.add_argument("--fid-weights", metavar="PATH", help="pt_inception-2015-12-05-6726825d.pth (default: the cache)")
+    _add_device_arg(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_evaluate)
 
@@ -548,10 +588,15 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from codeformer.metrics.runner import build_metrics, run_evaluation, summary_line
+    from codeformer.runtime import describe_device
 
+    device = _resolve_device(args.device, "evaluate")
+    if device is None:
+        return 2
+    print(f"device: {describe_device(device)} (LPIPS, FID)", file=sys.stderr)
     metrics, used = build_metrics(lpips=not args.no_lpips, identity=not args.no_identity, fid=not args.no_fid,
                                   vgg_path=args.vgg_weights, lpips_path=args.lpips_weights,
-                                  fid_path=args.fid_weights, progress=not args.no_progress)
+                                  fid_path=args.fid_weights, progress=not args.no_progress, device=str(device))
     for name, why in metrics.skipped.items():
         print(f"{name} skipped: {why}", file=sys.stderr)
     reference = Path(args.reference) if args.reference else None
@@ -575,9 +620,11 @@ def _add_runtime_args(p: argparse.ArgumentParser) -> None:
                    "(default) or onnxruntime")
     p.add_argument("--onnx", metavar="PATH", help="with --runtime onnx: the graph from `codeformer export-onnx` "
                    "(default: exported once from the weights into the cache)")
-    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="torch runtime: fp32 (default, "
-                   "the official outputs) or bf16 (2.2-2.4x faster measured on an AMX CPU, not measured on GPUs; "
-                   "the codes are still chosen in fp32)")
+    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32", help="torch runtime: fp32 "
+                   "(default, the official outputs), bf16 (2.2-2.4x faster measured on an AMX CPU) or fp16; only the "
+                   "decoder runs in the reduced type, the codes are still chosen in fp32; not measured on GPUs yet")
+    p.add_argument("--compile", action="store_true", help="torch runtime: run the network through torch.compile "
+                   "(the first batch takes tens of seconds longer; not measured on GPUs yet)")
 
 
 def _add_export_onnx(sub: argparse._SubParsersAction) -> None:
@@ -627,7 +674,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
                    "only; 0.0.0.0 exposes it to the network)")
     p.add_argument("--port", type=int, default=7860, help="TCP port (default 7860)")
     p.add_argument("--weights", metavar="PATH", help="codeformer.pth (default: $CODEFORMER_WEIGHTS or the cache)")
-    p.add_argument("--device", choices=("cpu", "cuda", "mps"), default="cpu", help="where the model runs")
+    _add_device_arg(p)
     _add_runtime_args(p)
     p.add_argument("--max-mb", type=float, default=20.0, help="largest upload in MB (default 20; larger: 413)")
     p.add_argument("--max-pending", type=int, default=16, help="restorations in progress before 503 (default 16)")
@@ -650,21 +697,25 @@ def _run_serve(args: argparse.Namespace) -> int:
         print(f"codeformer serve: {exc.name} is not installed: pip install 'codeformer[serve]'", file=sys.stderr)
         return 1
 
-    problem = _device_problem(args.device)
-    if problem or (args.onnx and args.runtime != "onnx"):
-        print(f"codeformer serve: {problem or '--onnx needs --runtime onnx'}", file=sys.stderr)
+    device = _resolve_device(args.device, "serve")
+    if device is None:
+        return 2
+    if args.onnx and args.runtime != "onnx":
+        print("codeformer serve: --onnx needs --runtime onnx", file=sys.stderr)
         return 2
     try:
-        model, info = load_face_model(args.runtime, args.weights, args.onnx, args.device, precision=args.precision)
-        max_batch = args.max_batch or (1 if args.device == "cpu" else 8)
+        model, info = load_face_model(args.runtime, args.weights, args.onnx, str(device), precision=args.precision,
+                                      compile=args.compile)
+        max_batch = args.max_batch or (1 if device.type == "cpu" else 8)
         config = ServeConfig(max_bytes=int(args.max_mb * 2**20), max_pending=args.max_pending,
                              max_memory_bytes=int(args.max_memory_gb * 2**30), max_batch=max_batch, model_info=info)
     except (weights.WeightsError, OSError, ValueError, RuntimeError, KeyError) as exc:
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1
     print(weights.describe("codeformer.pth"), file=sys.stderr)
+    _say_device(device, args)
     print(f"serving http://{args.host}:{args.port}/ (Ctrl-C stops)", file=sys.stderr)
-    run(create_app(Restorer(model, device=args.device), config), host=args.host, port=args.port)
+    run(create_app(Restorer(model, device=device), config), host=args.host, port=args.port)
     return 0
 
 

@@ -32,7 +32,8 @@ def _add_common(p: argparse.ArgumentParser, command: str) -> None:
     p.add_argument("--ext", metavar="EXT", help="output format by extension (png, jpg, webp, tif, ...)")
     p.add_argument("--recursive", action="store_true", help="walk subfolders of folder inputs")
     p.add_argument("--weights", metavar="PATH", help=f"{name} (default: ${env} or the cache)")
-    p.add_argument("--device", choices=("cpu", "cuda", "mps"), default="cpu", help="where the model runs")
+    p.add_argument("--device", default="auto", metavar="DEVICE", help="where the model runs: auto (default: cuda, "
+                   "then mps, then cpu), cpu, cuda, cuda:N or mps")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -66,14 +67,13 @@ class _WithMask:
 
 def _argument_problem(args: argparse.Namespace) -> str | None:
     """Why these arguments cannot run (None when fine); checked before anything is loaded."""
-    import torch
-
     from codeformer.data.images import ImageWriteError, format_from_extension
+    from codeformer.runtime import pick_device
 
-    if args.device == "cuda" and not torch.cuda.is_available():
-        return "--device cuda: no CUDA device is available"
-    if args.device == "mps" and not torch.backends.mps.is_available():
-        return "--device mps: no MPS device is available"
+    try:
+        args.device = str(pick_device(args.device))  # "auto" resolved once, before anything is loaded
+    except ValueError as exc:
+        return f"--device {args.device}: {exc}"
     if args.ext:
         try:
             format_from_extension(f"x.{args.ext.lstrip('.')}")

@@ -45,6 +45,8 @@ from codeformer.face.align import (
 from codeformer.face.detection import SELECTIONS, DlibDetector, Face, FaceDetector, filter_faces, select_faces
 from codeformer.face.parsing import parse_mask
 from codeformer.face.paste import paste_back
+from codeformer.oom import BatchLimit, run_in_chunks
+from codeformer.runtime import host_to_device
 
 log = logging.getLogger(__name__)
 
@@ -304,6 +306,7 @@ class Restorer:
         self.detector = detector
         self.device = torch.device(device)
         self.options = options or RestoreOptions()
+        self.batch_limit = BatchLimit()
         self.parser = parser
         self.upsampler = upsampler
         self.check(self.options)
@@ -329,15 +332,20 @@ class Restorer:
 
     def restore_crops(self, crops: np.ndarray, options: RestoreOptions | None = None) -> np.ndarray:
         """Run the model on N×512×512×3 float32 crops in [0, 1], `batch_size` at a time, under no_grad.
-        Returns N×512×512×3 float32 in [0, 1]."""
+        Returns N×512×512×3 float32 in [0, 1].
+
+        Each chunk goes to the device as it is (N×H×W×3, through pinned memory on CUDA) and is scaled and
+        permuted there into (B, 3, 512, 512) in [-1, 1]; a chunk that runs out of device memory is split in
+        halves and the smaller batch is kept for the rest of the run (`self.batch_limit.notes` says when)."""
         opts = options or self.options
         kwargs = _model_kwargs(self.model, opts.adain)
         out = np.empty_like(crops, dtype=np.float32)
         with torch.no_grad():
             for start in range(0, len(crops), opts.batch_size):
-                chunk = torch.from_numpy(np.ascontiguousarray(crops[start:start + opts.batch_size]))
-                x = chunk.permute(0, 3, 1, 2).to(self.device, torch.float32) * 2.0 - 1.0  # (B, 3, 512, 512)
-                y = self.model.restore(x, w=opts.w, **kwargs)
+                chunk = torch.from_numpy(np.ascontiguousarray(crops[start:start + opts.batch_size], np.float32))
+                # one copy of the NHWC block to the device; scaled and made NCHW there
+                x = (host_to_device(chunk, self.device).permute(0, 3, 1, 2) * 2.0 - 1.0).contiguous()
+                y = run_in_chunks(self.model.restore, x, opts.w, self.batch_limit, **kwargs)
                 if tuple(y.shape) != tuple(x.shape):
                     raise ValueError(f"model returned shape {tuple(y.shape)} for input {tuple(x.shape)}")
                 y = (y.float().clamp(-1.0, 1.0) + 1.0) / 2.0

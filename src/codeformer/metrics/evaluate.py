@@ -174,11 +174,12 @@ def fid_features(network: FIDInceptionV3, paths: Iterable[Path], errors: list[st
     `errors`), batched by size."""
     feats: list[np.ndarray] = []
     batch: list[np.ndarray] = []
+    device = next(network.parameters()).device
 
     def flush() -> None:
         x = torch.from_numpy(np.stack(batch)).permute(0, 3, 1, 2).float() / 255.0  # (B, 3, H, W) in [0, 1]
         with torch.no_grad():
-            feats.append(network(x).double().numpy())
+            feats.append(network(x.to(device)).double().cpu().numpy())
         batch.clear()
 
     for path in paths:

@@ -18,7 +18,7 @@ from ..losses.codes import code_accuracy, code_losses
 from ..models.codeformer import CodeFormer
 from ..models.vqgan import VQAutoEncoder
 from .runtime import Stepper, adam
-from .setup import StageParts, frozen_vqgan, load_autoencoder_part, target_codes
+from .setup import StageParts, frozen_vqgan, load_autoencoder_part, stage_parts, target_codes
 
 
 @dataclass
@@ -44,13 +44,7 @@ def build(cfg: Stage2Config, device: torch.device) -> StageParts:
     load_autoencoder_part(model, hq_vqgan.state_dict(), cfg.vqgan_path or "random VQGAN")
     freeze_for_stage2(model)
     m = Stage2Models(cfg, model, None if cfg.data.codes_path else hq_vqgan, adam(model.parameters(), cfg.optim))
-    return StageParts(
-        modules={"net_g": model},
-        optimizers={"net_g": m.opt},
-        optim_cfgs={"net_g": cfg.optim},
-        step=partial(train_step, m),
-        exports={"net_g_ema.pth": ("net_g", "params_ema")},
-    )
+    return stage_parts(partial(train_step, m), (model, m.opt, cfg.optim))
 
 
 def code_terms(model: CodeFormer, logits: torch.Tensor, lq_feat: torch.Tensor, target: torch.Tensor,

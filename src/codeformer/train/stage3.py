@@ -25,7 +25,7 @@ from ..models.codeformer import CodeFormer
 from ..models.discriminator import PatchDiscriminator
 from ..models.vqgan import VQAutoEncoder
 from .runtime import Stepper, adam, frozen
-from .setup import StageParts, build_perceptual, frozen_vqgan, load_autoencoder_part, target_codes
+from .setup import StageParts, build_perceptual, frozen_vqgan, load_autoencoder_part, stage_parts, target_codes
 from .stage1 import discriminator_step
 from .stage2 import code_terms
 
@@ -88,14 +88,8 @@ def build(cfg: Stage3Config, device: torch.device) -> StageParts:
     m = Stage3Models(cfg, model, disc, build_perceptual(cfg.perceptual, device) if cfg.losses.perceptual else None,
                      None if cfg.data.codes_path else hq_vqgan,
                      adam(model.parameters(), cfg.optim_g), adam(disc.parameters(), cfg.optim_d))
-    return StageParts(
-        modules={"net_g": model, "net_d": disc},
-        optimizers={"net_g": m.opt_g, "net_d": m.opt_d},
-        optim_cfgs={"net_g": cfg.optim_g, "net_d": cfg.optim_d},
-        step=partial(train_step, m),
-        exports={"net_g_ema.pth": ("net_g", "params_ema"), "net_d.pth": ("net_d", "params_d")},
-        last_value_keys=("w", "phase"),
-    )
+    return stage_parts(partial(train_step, m), (model, m.opt_g, cfg.optim_g), (disc, m.opt_d, cfg.optim_d),
+                       last_value_keys=("w", "phase"))
 
 
 def _fidelity_step(m: Stage3Models, batch: dict[str, torch.Tensor], lq: torch.Tensor, target: torch.Tensor,
