@@ -353,6 +353,7 @@ def test_cli_missing_part_weights_offline_is_one_line_before_any_work(tmp_path, 
     (["--bg-upsampler", "realesrgan", "--bg-tile", "-1"], "--bg-tile"),
     (["--face-upsample"], "upscale 2 or more"),
     (["--profile", "official", "--aligned"], "aligned"),
+    (["--profile", "official", "--detector", "hog"], "RetinaFace"),
 ])
 def test_cli_refuses_bad_combinations(tmp_path, capsys, flags: list[str], problem: str) -> None:
     from codeformer.cli import main

@@ -95,6 +95,9 @@ def _add_photo_parts_args(p: argparse.ArgumentParser) -> None:
                    "is bounded by the tile, not the photo (default 400, the official value; 0: no tiling)")
     g.add_argument("--face-upsample", action="store_true", help="enlarge each restored face with Real-ESRGAN "
                    "before pasting (with -s > 1)")
+    # Stand-in until the detection issue's --detector (hybrid|hog|cnn) lands; then "retinaface" joins its choices.
+    g.add_argument("--detector", choices=("hog", "retinaface"), help="face detector for the default profile: hog "
+                   "(dlib, the default) or retinaface (RetinaFace R50; --profile official always uses it)")
     g.add_argument("--retinaface-weights", metavar="PATH", help="detection_Resnet50_Final.pth (default: the cache)")
     g.add_argument("--parsenet-weights", metavar="PATH", help="parsing_parsenet.pth (default: "
                    "$CODEFORMER_PARSENET or the cache)")
@@ -160,6 +163,8 @@ def _photo_parts_problem(args: argparse.Namespace) -> str | None:
         return f"{', '.join(special)}: with the local engine only"
     if args.bg_tile < 0:
         return f"--bg-tile must be >= 0, got {args.bg_tile}"
+    if args.profile == "official" and args.detector not in (None, "retinaface"):
+        return f"--profile official detects with RetinaFace, not --detector {args.detector}"
     return None
 
 
