@@ -60,6 +60,7 @@ def _add_restore(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--faces", choices=("all", "largest", "center"), default="all", help="which faces to restore")
     p.add_argument("--min-face", type=float, default=32.0, metavar="PX", help="smallest face box side (px)")
     p.add_argument("--aligned", action="store_true", help="inputs are aligned face crops: no detection")
+    _add_detector_arg(p)
     p.add_argument("--save-faces", action="store_true", help="also write each aligned crop and its restoration")
     p.add_argument("--compare", action="store_true", help="also write input | output side by side")
     p.add_argument("--draw-boxes", action="store_true", help="draw a green box around each restored face")
@@ -76,6 +77,20 @@ def _add_restore(sub: argparse._SubParsersAction) -> None:
                    "each face restored with every w listed, e.g. 0,0.25,0.5,0.75,1")
     _add_video_args(p)
     p.set_defaults(func=_run_restore)
+
+
+def _add_detector_arg(p: argparse.ArgumentParser) -> None:
+    from codeformer.face.detection import DETECTORS
+
+    p.add_argument("--detector", choices=DETECTORS, default=DETECTORS[0], help="face detector (default "
+                   f"{DETECTORS[0]}: dlib HOG + MMOD with upright landmarks; hog: faster, misses blurred, small and "
+                   "tilted faces; cnn: dlib MMOD alone, slow); see docs/detection.md")
+
+
+def _detector(name: str) -> object:
+    from codeformer.face.detection import make_detector
+
+    return make_detector(name)
 
 
 def _fidelity_arg(text: str) -> float | str:
@@ -239,7 +254,7 @@ def _run_restore(args: argparse.Namespace) -> int:
         print(f"error: {one_line_error(str(args.weights or 'codeformer.pth'), exc)}", file=sys.stderr)
         return 1
     print(weights.describe("codeformer.pth"), file=sys.stderr)
-    restorer = Restorer(model, device=args.device, options=opts)
+    restorer = Restorer(model, detector=_detector(args.detector), device=args.device, options=opts)
     if _is_video_run(args):
         return _run_restore_video(args, restorer, opts)
     if stream and args.fidelity == "auto":
@@ -389,6 +404,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     _add_runtime_args(p)
     p.add_argument("--max-mb", type=float, default=20.0, help="largest upload in MB (default 20; larger: 413)")
     p.add_argument("--max-pending", type=int, default=16, help="restorations in progress before 503 (default 16)")
+    _add_detector_arg(p)
     p.add_argument("--max-batch", type=int, metavar="N", help="faces per model call across requests (default: 1 "
                    "on CPU, where batching measured no throughput gain and a worse median latency; 8 on GPU)")
     p.set_defaults(func=_run_serve)
@@ -420,7 +436,8 @@ def _run_serve(args: argparse.Namespace) -> int:
         return 1
     print(weights.describe("codeformer.pth"), file=sys.stderr)
     print(f"serving http://{args.host}:{args.port}/ (Ctrl-C stops)", file=sys.stderr)
-    run(create_app(Restorer(model, device=args.device), config), host=args.host, port=args.port)
+    run(create_app(Restorer(model, detector=_detector(args.detector), device=args.device), config), host=args.host,
+        port=args.port)
     return 0
 
 

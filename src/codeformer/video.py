@@ -39,8 +39,10 @@ from codeformer.face.detection import (
     DETECT_SHORT_SIDE,
     HOG_MIN_WINDOW,
     DlibDetector,
+    HybridDetector,
     filter_faces,
     hog_upsample_for,
+    make_detector,
     select_faces,
 )
 from codeformer.face.paste import face_roi, paste_back
@@ -337,8 +339,8 @@ def _make_report(run: _Run, source: Path, target: Path, video: VideoOptions, fai
 def _warn_slow_detection(restorer: Restorer, opts: RestoreOptions, info: VideoInfo) -> None:
     """Say so when min_face makes dlib's HOG upsample every frame (each step about 4× the detection time)."""
     detector = restorer.detector
-    if not isinstance(detector, DlibDetector) or detector.upsample is not None:
-        return
+    if not isinstance(detector, (DlibDetector, HybridDetector)) or getattr(detector, "upsample", None) is not None:
+        return  # both HOG-based detectors upsample from the min_face hint
     scale = DETECT_SHORT_SIDE / min(info.width, info.height)
     steps = hog_upsample_for(opts.min_face * scale)
     if steps:
@@ -369,7 +371,7 @@ def restore_video(restorer: Restorer, source: str | os.PathLike[str], target: st
         raise VideoError(f"{target}: WebM holds only {', '.join(WEBM_CODECS)} video; choose one with --codec")
     info = probe(source)
     if restorer.detector is None:  # as Restorer.detect does on first use
-        restorer.detector = DlibDetector()
+        restorer.detector = make_detector()
     _warn_slow_detection(restorer, opts, info)
     if target.exists() and target.resolve() == source.resolve():
         raise VideoError(f"{target}: the output would overwrite the input")

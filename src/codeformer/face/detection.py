@@ -11,7 +11,6 @@ ships with the `face-recognition-models` package; it is located the first time a
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import math
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from typing import Literal, Protocol
 import cv2
 import numpy as np
 
+from codeformer.dlib_models import DlibFaceModels, landmarks68_to_5
 from codeformer.face.align import TEMPLATE_512, similarity_least_squares, transform_points
 
 log = logging.getLogger(__name__)
@@ -28,7 +28,6 @@ log = logging.getLogger(__name__)
 DETECT_SHORT_SIDE = 640  # the official pipeline detects on a copy with this short side
 DETECT_MAX_LONG_SIDE = 4096  # ours also caps the long side, so a 100:1 panorama cannot become 64000 px wide
 MIN_EYE_DISTANCE = 5.0  # px in the input image; the official pipeline skips faces below this
-SHAPE_PREDICTOR_68 = "shape_predictor_68_face_landmarks.dat"
 HOG_MIN_WINDOW = 80  # px: the smallest face dlib's HOG detector finds without upsampling
 # Largest distance of a landmark from its template point after the best similarity fit, as a fraction of the
 # template's eye distance. Measured on the sample photos: true faces 0.05–0.14, HOG false boxes 0.12–0.30
@@ -45,12 +44,14 @@ class Face:
 
     box: (x0, y0, x1, y1) floats. score: the detector's confidence (for HOG an SVM margin; higher is surer).
     landmarks5: (5, 2) float64 array of (x, y): left eye, right eye, nose tip, left and right mouth corner, where
-    "left" is the smaller x in the image (the template's order).
+    "left" is the smaller x in the image (the template's order). detector: which model found it ("hog", "cnn",
+    ...); scores of different detectors are on different scales.
     """
 
     box: tuple[float, float, float, float]
     score: float
     landmarks5: np.ndarray = field(repr=False)
+    detector: str = "unknown"
 
     @property
     def size(self) -> float:
@@ -159,21 +160,6 @@ def select_faces(faces: list[Face], mode: Selection, image_shape: tuple[int, ...
     return [min(faces, key=centre_distance)]
 
 
-def find_dlib_model(filename: str = SHAPE_PREDICTOR_68) -> Path:
-    """Path of a model file shipped by `face-recognition-models` (located without importing the package,
-    whose import fails on current setuptools)."""
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            f"{filename}: the face-recognition-models package is not installed (pip install face-recognition-models)"
-        )
-    for folder in spec.submodule_search_locations:
-        path = Path(folder) / "models" / filename
-        if path.is_file():
-            return path
-    raise FileNotFoundError(f"{filename}: not found in the face-recognition-models package")
-
-
 def hog_upsample_for(min_face_detect_px: float, max_upsample: int = 2) -> int:
     """How many times dlib's HOG must upsample to see faces of `min_face_detect_px` (its window is ~80 px and
     each upsample halves it), capped at `max_upsample` because each step costs about 4× the time."""
@@ -183,53 +169,223 @@ def hog_upsample_for(min_face_detect_px: float, max_upsample: int = 2) -> int:
     return min(needed, max_upsample)
 
 
-def landmarks68_to_5(points68: np.ndarray) -> np.ndarray:
-    """Reduce dlib's (68, 2) landmarks to the FFHQ five: eye centres (means of 36–41 and 42–47), nose tip 30,
-    mouth corners 48 and 54. Returns (5, 2) float64 in template order."""
-    return np.stack(
-        [points68[36:42].mean(0), points68[42:48].mean(0), points68[30], points68[48], points68[54]]
-    ).astype(np.float64)
+def as_rgb_u8(rgb: np.ndarray) -> np.ndarray:
+    """H×W, H×W×1, H×W×3 or H×W×4 uint8 → contiguous H×W×3 uint8 RGB."""
+    if rgb.ndim == 2:
+        rgb = rgb[:, :, None]
+    if rgb.shape[2] == 1:
+        rgb = np.repeat(rgb, 3, axis=2)
+    return np.ascontiguousarray(rgb[:, :, :3])
+
+
+def dlib_face(models: DlibFaceModels, img: np.ndarray, box: tuple[int, int, int, int], score: float, scale: float,
+              detector: str) -> Face:
+    """A `Face` from a dlib box (inclusive left, top, right, bottom) found in `img`, a copy of the input scaled
+    by `scale`: 68-point landmarks fitted in `img`, reduced to five, and everything mapped to input pixels."""
+    points = models.landmarks68(img, box)
+    left, top, right, bottom = box
+    out_box = tuple(float(v) / scale for v in (left, top, right + 1, bottom + 1))
+    landmarks = (landmarks68_to_5(points) + 0.5) / scale - 0.5  # pixel centres map as in cv2.resize
+    return Face(box=out_box, score=score, landmarks5=landmarks, detector=detector)
 
 
 class DlibDetector:
-    """dlib HOG detector with 68-point landmarks reduced to the FFHQ five; fully offline.
+    """dlib HOG detector with 68-point landmarks reduced to the FFHQ five; fully offline (`--detector hog`).
 
-    threshold: minimum HOG score (dlib's own default is 0). upsample: HOG upsampling count, or None to choose
-    from the `min_face` hint (0–2). The models load on the first `detect` call.
+    Runs on a copy with a 640 px short side. threshold: minimum HOG score (dlib's own default is 0). upsample:
+    HOG upsampling count, or None to choose from the `min_face` hint (0–2). The models load on first use.
     """
 
-    def __init__(self, threshold: float = 0.0, upsample: int | None = None, predictor_path: Path | None = None):
+    def __init__(self, threshold: float = 0.0, upsample: int | None = None, predictor_path: Path | None = None,
+                 models: DlibFaceModels | None = None):
         self.threshold = threshold
         self.upsample = upsample
-        self.predictor_path = predictor_path
-        self._detector = None
-        self._predictor = None
-
-    def _load(self) -> None:
-        import dlib  # imported here: dlib is heavy and only this detector needs it
-
-        path = self.predictor_path or find_dlib_model()
-        self._detector = dlib.get_frontal_face_detector()
-        self._predictor = dlib.shape_predictor(str(path))
-        self._rectangle = dlib.rectangle
+        self.models = models or DlibFaceModels(predictor_path=predictor_path)
 
     def detect(self, rgb: np.ndarray, min_face: float = 0.0) -> list[Face]:
         """Faces in an H×W×3 (or H×W grey) uint8 image, filtered by score, landmark sanity and eye distance;
         boxes and landmarks in the input's pixel coordinates, best score first."""
-        if self._detector is None:
-            self._load()
-        if rgb.ndim == 2:
-            rgb = np.repeat(rgb[:, :, None], 3, axis=2)
-        small, scale = resize_short_side(np.ascontiguousarray(rgb[:, :, :3]), DETECT_SHORT_SIDE,
-                                         DETECT_MAX_LONG_SIDE)
+        small, scale = resize_short_side(as_rgb_u8(rgb), DETECT_SHORT_SIDE, DETECT_MAX_LONG_SIDE)
         upsample = self.upsample if self.upsample is not None else hog_upsample_for(min_face * scale)
-        rects, scores, _ = self._detector.run(small, upsample, self.threshold)
-        faces = []
-        for rect, score in zip(rects, scores, strict=True):
-            shape = self._predictor(small, rect)
-            points = np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)
-            box = tuple(float(v) / scale for v in (rect.left(), rect.top(), rect.right() + 1, rect.bottom() + 1))
-            landmarks = (landmarks68_to_5(points) + 0.5) / scale - 0.5  # pixel centres map as in cv2.resize
-            faces.append(Face(box=box, score=float(score), landmarks5=landmarks))
+        faces = [dlib_face(self.models, small, box, score, scale, "hog")
+                 for box, score in self.models.hog(small, upsample, self.threshold)]
         faces.sort(key=lambda f: -f.score)
         return filter_faces(faces)
+
+
+class MmodDetector:
+    """dlib's MMOD CNN face detector with 68-point landmarks reduced to the FFHQ five (`--detector cnn`).
+
+    Runs on a copy with a 640 px short side, like `DlibDetector`. upsample: count, or None to choose from the
+    `min_face` hint, capped at `max_upsample` (each step costs about 4× the time; MMOD is already ~20× HOG).
+    """
+
+    def __init__(self, upsample: int | None = None, max_upsample: int = 1, models: DlibFaceModels | None = None):
+        self.upsample = upsample
+        self.max_upsample = max_upsample
+        self.models = models or DlibFaceModels()
+
+    def detect(self, rgb: np.ndarray, min_face: float = 0.0) -> list[Face]:
+        """Faces in an H×W×3 (or H×W grey) uint8 image, filtered by landmark sanity and eye distance; input
+        pixel coordinates, best score first."""
+        small, scale = resize_short_side(as_rgb_u8(rgb), DETECT_SHORT_SIDE, DETECT_MAX_LONG_SIDE)
+        upsample = self.upsample if self.upsample is not None else hog_upsample_for(min_face * scale,
+                                                                                    self.max_upsample)
+        faces = [dlib_face(self.models, small, box, score, scale, "cnn")
+                 for box, score in self.models.mmod(small, upsample)]
+        faces.sort(key=lambda f: -f.score)
+        return filter_faces(faces)
+
+
+DETECTORS: tuple[str, ...] = ("hybrid", "hog", "cnn")  # the first is the default
+
+
+def make_detector(name: str = DETECTORS[0]) -> FaceDetector:
+    """The detector called `name` (`--detector`): hybrid (default), hog or cnn."""
+    if name == "hog":
+        return DlibDetector()
+    if name == "cnn":
+        return MmodDetector()
+    if name == "hybrid":
+        return HybridDetector()
+    raise ValueError(f"unknown detector {name!r}; choose one of {', '.join(DETECTORS)}")
+
+
+# Where dlib's HOG puts its box relative to the five points: centre and side in the 512 template's coordinates
+# (the mean over the two clean sample photos, whose boxes give (242, 305) / 274 px and (266, 302) / 285 px).
+HOG_BOX_CENTRE_512 = np.array([254.0, 303.0])
+HOG_BOX_SIDE_512 = 280.0
+UPRIGHT_BOX = 150.0  # px: face box side in the upright copy where landmarks are refitted
+UPRIGHT_SIZE = 300  # px: side of that copy
+
+
+def box_from_landmarks(landmarks5: np.ndarray) -> tuple[np.ndarray, float]:
+    """(centre (2,), side) of the HOG-like box implied by five points (via the similarity to the template)."""
+    to_template = similarity_least_squares(landmarks5, TEMPLATE_512)
+    scale = float(np.sqrt(abs(np.linalg.det(to_template[:, :2]))))
+    back = cv2.invertAffineTransform(to_template)
+    return transform_points(HOG_BOX_CENTRE_512[None], back)[0], HOG_BOX_SIDE_512 / scale
+
+
+def upright_transform(landmarks5: np.ndarray, box_side: float = UPRIGHT_BOX, size: int = UPRIGHT_SIZE) -> np.ndarray:
+    """2×3 similarity from the image to a `size` square copy where the face implied by `landmarks5` stands
+    upright (eyes level) with its HOG-like box `box_side` px wide, centred."""
+    to_template = similarity_least_squares(landmarks5, TEMPLATE_512)
+    k = box_side / HOG_BOX_SIDE_512
+    shift = size / 2 - k * HOG_BOX_CENTRE_512
+    return np.hstack([to_template[:, :2] * k, (to_template[:, 2] * k + shift)[:, None]])
+
+
+def warp_upright(rgb: np.ndarray, m: np.ndarray, size: int = UPRIGHT_SIZE) -> np.ndarray:
+    """The `size` square copy of `rgb` through the image→copy similarity `m`; when it shrinks by more than 2×,
+    the needed region is first shrunk with an area filter so the copy does not alias."""
+    scale = float(np.sqrt(abs(np.linalg.det(m[:, :2]))))
+    inv = cv2.invertAffineTransform(m)
+    corners = transform_points(np.array([[0, 0], [size, 0], [0, size], [size, size]], np.float64), inv)
+    h, w = rgb.shape[:2]
+    x0, y0 = (max(0, int(v) - 2) for v in corners.min(0))
+    x1, y1 = min(w, int(corners[:, 0].max()) + 3), min(h, int(corners[:, 1].max()) + 3)
+    if scale >= 0.5 or x1 - x0 < 2 or y1 - y0 < 2:
+        return cv2.warpAffine(rgb, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    f = scale * 1.5
+    region = cv2.resize(rgb[y0:y1, x0:x1], (max(1, round((x1 - x0) * f)), max(1, round((y1 - y0) * f))),
+                        interpolation=cv2.INTER_AREA)
+    fx, fy = region.shape[1] / (x1 - x0), region.shape[0] / (y1 - y0)
+    # region px = (image px - origin) · f + (f - 1)/2 per axis (pixel centres, as cv2.resize maps them)
+    to_region = np.array([[fx, 0, -x0 * fx + (fx - 1) / 2], [0, fy, -y0 * fy + (fy - 1) / 2]])
+    back = cv2.invertAffineTransform(to_region)
+    m_region = np.hstack([m[:, :2] @ back[:, :2], (m[:, :2] @ back[:, 2] + m[:, 2])[:, None]])
+    return cv2.warpAffine(region, m_region, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+@dataclass
+class _Candidate:
+    box: tuple[float, float, float, float]  # input px
+    score: float
+    detector: str
+    landmarks5: np.ndarray
+
+
+class HybridDetector:
+    """The default detector (`--detector hybrid`): dlib HOG and MMOD together, with landmarks refitted upright.
+
+    1. Proposals: HOG on the 640-px copy (upsampled from the `min_face` hint, as `DlibDetector`) with a lower
+       threshold, plus MMOD on a smaller copy (short side `mmod_short_side`), where blurred faces are found.
+    2. Overlapping proposals merge (the HOG one is kept when both found a face, its landmarks are better).
+    3. Each face is warped upright (eyes level) at a fixed size (box 150 px in a 300 px copy), HOG looks for it
+       there, and the 68-point model is refitted on that copy — twice, each time from the last landmarks — so
+       landmarks no longer drift with tilt and small faces get more pixels for the shape model.
+    4. Unsure proposals (HOG score below `sure_hog`, MMOD confidence below `sure_mmod`) are kept only when the
+       upright copy confirms them: HOG finds the face there with score >= `confirm_hog`, or MMOD does.
+    """
+
+    def __init__(self, hog_threshold: float = -0.2, mmod_short_side: int = 320, sure_hog: float = 0.3,
+                 sure_mmod: float = 0.6, confirm_hog: float = 0.0, models: DlibFaceModels | None = None):
+        self.hog_threshold = hog_threshold
+        self.mmod_short_side = mmod_short_side
+        self.sure_hog = sure_hog
+        self.sure_mmod = sure_mmod
+        self.confirm_hog = confirm_hog
+        self.models = models or DlibFaceModels()
+
+    def proposals(self, rgb: np.ndarray, min_face: float) -> list[_Candidate]:
+        """HOG and MMOD proposals with first landmarks, in input px, best first, overlaps merged."""
+        small, scale = resize_short_side(rgb, DETECT_SHORT_SIDE, DETECT_MAX_LONG_SIDE)
+        found = [dlib_face(self.models, small, box, score, scale, "hog")
+                 for box, score in self.models.hog(small, hog_upsample_for(min_face * scale), self.hog_threshold)]
+        if self.mmod_short_side:
+            tiny, tscale = resize_short_side(rgb, self.mmod_short_side, DETECT_MAX_LONG_SIDE // 2)
+            found += [dlib_face(self.models, tiny, box, score, tscale, "cnn")
+                      for box, score in self.models.mmod(tiny, 0)]
+        candidates: list[_Candidate] = []
+        for face in sorted(found, key=lambda f: (f.detector != "hog", -f.score)):
+            if any(_same_face(face.box, c.box) for c in candidates):
+                continue
+            candidates.append(_Candidate(face.box, face.score, face.detector, face.landmarks5))
+        return candidates
+
+    def refine(self, rgb: np.ndarray, cand: _Candidate) -> tuple[np.ndarray, float | None]:
+        """Refit the landmarks upright (see the class docstring); returns (landmarks5 in input px, the best
+        upright HOG score near the centre or None)."""
+        landmarks = cand.landmarks5
+        upright_score = None
+        for _ in range(2):
+            m = upright_transform(landmarks)
+            copy = warp_upright(rgb, m)
+            c = UPRIGHT_SIZE / 2
+            half = UPRIGHT_BOX / 2
+            box = (c - half, c - half, c + half - 1, c + half - 1)
+            for (x0, y0, x1, y1), score in self.models.hog(copy, 0, -0.5):
+                side = x1 - x0 + 1
+                if abs((x0 + x1) / 2 - c) < 0.25 * UPRIGHT_BOX and abs((y0 + y1) / 2 - c) < 0.25 * UPRIGHT_BOX \
+                        and 0.6 * UPRIGHT_BOX < side < 1.6 * UPRIGHT_BOX:
+                    if upright_score is None or score > upright_score:
+                        upright_score, box = score, (x0, y0, x1, y1)
+            points = landmarks68_to_5(self.models.landmarks68(copy, box))
+            landmarks = transform_points(points, cv2.invertAffineTransform(m))
+        return landmarks, upright_score
+
+    def detect(self, rgb: np.ndarray, min_face: float = 0.0) -> list[Face]:
+        """Faces in an H×W×3 (or H×W grey) uint8 image; input pixel coordinates, best score first."""
+        rgb = as_rgb_u8(rgb)
+        faces = []
+        for cand in self.proposals(rgb, min_face):
+            if not landmarks_plausible(cand.landmarks5, cand.box) and cand.detector == "hog" and cand.score < 0:
+                continue
+            landmarks, upright_score = self.refine(rgb, cand)
+            sure = cand.score >= (self.sure_hog if cand.detector == "hog" else self.sure_mmod)
+            confirmed = upright_score is not None and upright_score >= self.confirm_hog
+            if not (sure or confirmed):
+                found = self.models.mmod(warp_upright(rgb, upright_transform(landmarks)), 0)
+                if not found:
+                    continue
+            faces.append(Face(box=cand.box, score=cand.score, landmarks5=landmarks, detector=cand.detector))
+        faces.sort(key=lambda f: -f.score)
+        return filter_faces(faces)
+
+
+def _same_face(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> bool:
+    """Whether two boxes are one face: centres closer than 0.4 of the larger side and sides within 2×."""
+    sa, sb = max(a[2] - a[0], a[3] - a[1]), max(b[2] - b[0], b[3] - b[1])
+    d = math.hypot((a[0] + a[2] - b[0] - b[2]) / 2, (a[1] + a[3] - b[1] - b[3]) / 2)
+    return d < 0.4 * max(sa, sb) and max(sa, sb) < 2 * min(sa, sb)

@@ -34,7 +34,7 @@ from codeformer.face.align import (
     transform_points,
     warp_face,
 )
-from codeformer.face.detection import SELECTIONS, DlibDetector, Face, FaceDetector, filter_faces, select_faces
+from codeformer.face.detection import SELECTIONS, Face, FaceDetector, filter_faces, make_detector, select_faces
 from codeformer.face.paste import paste_back
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,8 @@ class RestoreOptions:
 class FaceResult:
     """One restored face. box: (x0, y0, x1, y1) and landmarks5 ((5, 2) x, y) in input pixels; score: detector
     score; face_size: side in input pixels of the square that became the 512 crop; w: fidelity used;
-    cropped / restored: 512×512×3 uint8 RGB; affine: 2×3 float64 input → crop."""
+    cropped / restored: 512×512×3 uint8 RGB; affine: 2×3 float64 input → crop; detector: which detector found
+    it ("hog", "cnn", ...; "aligned" for an aligned input)."""
 
     box: tuple[float, float, float, float]
     score: float
@@ -94,6 +95,7 @@ class FaceResult:
     cropped: np.ndarray = field(repr=False)
     restored: np.ndarray = field(repr=False)
     affine: np.ndarray = field(repr=False)
+    detector: str = "unknown"
 
 
 @dataclass
@@ -191,8 +193,8 @@ def draw_boxes(rgb: np.ndarray, boxes: list[tuple[float, float, float, float]], 
 class Restorer:
     """Restores every face of a photo with `model` (see the module docstring for the contract).
 
-    detector: any `FaceDetector`; None makes a `DlibDetector` on first use. device: where input batches go
-    (the model must already be there). options: default `RestoreOptions`, overridable per call.
+    detector: any `FaceDetector`; None makes the default (`make_detector()`) on first use. device: where input
+    batches go (the model must already be there). options: default `RestoreOptions`, overridable per call.
     """
 
     def __init__(self, model: FaceModel, detector: FaceDetector | None = None, device: str | torch.device = "cpu",
@@ -207,7 +209,7 @@ class Restorer:
         sanity, then selected (all | largest | center)."""
         opts = options or self.options
         if self.detector is None:
-            self.detector = DlibDetector()
+            self.detector = make_detector()
         faces = self.detector.detect(to_uint8(rgb), min_face=opts.min_face)
         faces = filter_faces(faces, min_face=opts.min_face)
         return select_faces(faces, opts.faces, rgb.shape)
@@ -262,7 +264,7 @@ class Restorer:
         log.debug("%d face(s); timings %s", len(detected), timings)
         results = [
             FaceResult(face.box, face.score, face.landmarks5, crop_side_in_image(m), opts.w,
-                       to_uint8(crop), to_uint8(rest), m)
+                       to_uint8(crop), to_uint8(rest), m, face.detector)
             for face, m, crop, rest in zip(detected, affines, crops, restored, strict=True)
         ]
         return out, results, timings
@@ -286,5 +288,5 @@ class Restorer:
         affine[:, 2] = (FACE_SIZE / np.array([w, h]) - 1) / 2  # pixel centres, as cv2.resize maps them
         landmarks = transform_points(template(), invert_affine(affine))
         face = FaceResult((0.0, 0.0, float(w), float(h)), 1.0, landmarks, float(max(w, h)), opts.w,
-                          to_uint8(crop), to_uint8(restored), affine)
+                          to_uint8(crop), to_uint8(restored), affine, "aligned")
         return out, [face], {"detect": 0.0, "align": t1 - t0, "restore": t2 - t1, "paste": t3 - t2}
