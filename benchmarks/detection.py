@@ -10,7 +10,7 @@ other detection is a false box. NME: mean distance of the five points to the tru
 matched faces. s/MP: detection seconds per input megapixel, wall clock (the machine's load included) and CPU
 time of this process (steadier on a shared machine; dlib runs on one thread here).
 
-    .venv/bin/python benchmarks/detection.py                  # 72 scenes, every detector (~5 min idle 2-core)
+    .venv/bin/python benchmarks/detection.py                  # 48 scenes, every detector (~5 min idle 2-core)
     .venv/bin/python benchmarks/detection.py --quick          # 16 scenes
     .venv/bin/python benchmarks/detection.py --detectors hybrid hog --scenes 40 --seed 1 --json out.json
 """
@@ -210,7 +210,7 @@ def table(result: Result) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--detectors", nargs="+", choices=DETECTORS, default=list(DETECTORS))
-    parser.add_argument("--scenes", type=int, default=72, help="composed scenes (default 72)")
+    parser.add_argument("--scenes", type=int, default=48, help="composed scenes (default 48)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="16 scenes")
     parser.add_argument("--min-face", type=float, default=MIN_FACE)

@@ -334,12 +334,14 @@ CANVASES = ((800, 600), (1024, 768), (1280, 720), (1200, 900), (1600, 1000), (19
 
 
 def make_scene(rng: np.random.Generator, name: str, sources: list[np.ndarray], nonfaces: np.ndarray,
-               with_faces: bool = True) -> Scene:
+               with_faces: bool = True, canvases: tuple[tuple[int, int], ...] = CANVASES) -> Scene:
     """One random scene (see the module docstring). Face sizes are drawn first (a size bin uniformly, then
     log-uniform inside it) and the canvas is one that holds the largest; faces are placed largest first."""
     sizes = sorted((_draw_size(rng, int(rng.integers(len(SIZE_BINS)))) for _ in range(int(rng.integers(1, 5)))),
                    reverse=True) if with_faces else []
-    fits = [c for c in CANVASES if not sizes or min(c) >= 1.25 * sizes[0]]
+    fits = [c for c in canvases if not sizes or min(c) >= 1.25 * sizes[0]] or [max(canvases, key=min)]
+    if sizes and min(fits[0]) < 1.25 * sizes[0]:  # only small canvases allowed: shrink the faces to fit
+        sizes = [min(s, min(fits[0]) / 1.25) for s in sizes]
     w, h = fits[int(rng.integers(len(fits)))]
     canvas = background(rng, h, w)
     for _ in range(int(rng.integers(1, 5))):
@@ -376,11 +378,13 @@ def make_scene(rng: np.random.Generator, name: str, sources: list[np.ndarray], n
     return Scene(name, rgb, faces, noise, quality, negatives)
 
 
-def make_scenes(count: int, seed: int = 0, face_free: float = 0.2) -> list[Scene]:
-    """`count` scenes from `seed`; about `face_free` of them have no face. Deterministic for a seed."""
+def make_scenes(count: int, seed: int = 0, face_free: float = 0.2,
+                canvases: tuple[tuple[int, int], ...] = CANVASES) -> list[Scene]:
+    """`count` scenes from `seed`; about `face_free` of them have no face; canvas sizes (w, h) drawn from
+    `canvases` (faces shrink to fit the largest when none holds them). Deterministic for a seed."""
     rng = np.random.default_rng(seed)
     sources, nonfaces = load_sources(), load_lfw_nonfaces()
-    return [make_scene(rng, f"scene{i:03d}", sources, nonfaces, with_faces=bool(rng.random() >= face_free))
+    return [make_scene(rng, f"scene{i:03d}", sources, nonfaces, bool(rng.random() >= face_free), canvases)
             for i in range(count)]
 
 

@@ -1,12 +1,17 @@
-"""Face detection: the `FaceDetector` interface, the offline dlib detector, and face filters and selection.
+"""Face detection: the `FaceDetector` interface, the offline dlib detectors, and face filters and selection.
 
 Every detector returns `Face` records in the coordinates of the image it was given. The five landmarks follow
 the order of the FFHQ-512 template (`align.TEMPLATE_512`): the eye with the smaller x first, then the other eye,
 the nose tip, and the two mouth corners in the same left-to-right order.
 
-The default `DlibDetector` runs dlib's HOG face detector on a copy resized so that its short side is 640 px (as
-the official pipeline does), then reduces dlib's 68-point landmarks to the five FFHQ points. The model file
-ships with the `face-recognition-models` package; it is located the first time a face is detected, not at import.
+Three detectors, chosen by name with `make_detector` (`--detector`):
+- `hybrid` (`HybridDetector`, the default): HOG proposals down to a low score, each refitted on an upright copy
+  of the face, the unsure ones confirmed by dlib's MMOD CNN on that small copy (see the class).
+- `hog` (`DlibDetector`): dlib's HOG face detector on a copy resized so that its short side is 640 px (as the
+  official pipeline does), dlib's 68-point landmarks reduced to the five FFHQ points.
+- `cnn` (`MmodDetector`): dlib's MMOD CNN on the same copy, same landmarks.
+Their accuracy and speed are measured by `benchmarks/detection.py` (docs/detection.md). The model files ship
+with the `face-recognition-models` package (`codeformer.dlib_models`); they load on first use, not at import.
 """
 
 from __future__ import annotations
@@ -217,10 +222,11 @@ class MmodDetector:
     """dlib's MMOD CNN face detector with 68-point landmarks reduced to the FFHQ five (`--detector cnn`).
 
     Runs on a copy with a 640 px short side, like `DlibDetector`. upsample: count, or None to choose from the
-    `min_face` hint, capped at `max_upsample` (each step costs about 4× the time; MMOD is already ~20× HOG).
+    `min_face` hint, capped at `max_upsample` (default 0: each step costs about 4× the time and MMOD is already
+    ~20× HOG, so faces under ~80 px on that copy are missed).
     """
 
-    def __init__(self, upsample: int | None = None, max_upsample: int = 1, models: DlibFaceModels | None = None):
+    def __init__(self, upsample: int | None = None, max_upsample: int = 0, models: DlibFaceModels | None = None):
         self.upsample = upsample
         self.max_upsample = max_upsample
         self.models = models or DlibFaceModels()
@@ -298,90 +304,106 @@ def warp_upright(rgb: np.ndarray, m: np.ndarray, size: int = UPRIGHT_SIZE) -> np
     return cv2.warpAffine(region, m_region, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
-@dataclass
-class _Candidate:
-    box: tuple[float, float, float, float]  # input px
-    score: float
-    detector: str
-    landmarks5: np.ndarray
-
-
 class HybridDetector:
-    """The default detector (`--detector hybrid`): dlib HOG and MMOD together, with landmarks refitted upright.
+    """The default detector (`--detector hybrid`): dlib's HOG finds candidates down to a low score, each is
+    refitted on an upright copy of the face, and the unsure ones must be confirmed by dlib's MMOD CNN.
 
-    1. Proposals: HOG on the 640-px copy (upsampled from the `min_face` hint, as `DlibDetector`) with a lower
-       threshold, plus MMOD on a smaller copy (short side `mmod_short_side`), where blurred faces are found.
-    2. Overlapping proposals merge (the HOG one is kept when both found a face, its landmarks are better).
-    3. Each face is warped upright (eyes level) at a fixed size (box 150 px in a 300 px copy), HOG looks for it
-       there, and the 68-point model is refitted on that copy — twice, each time from the last landmarks — so
-       landmarks no longer drift with tilt and small faces get more pixels for the shape model.
-    4. Unsure proposals (HOG score below `sure_hog`, MMOD confidence below `sure_mmod`) are kept only when the
-       upright copy confirms them: HOG finds the face there with score >= `confirm_hog`, or MMOD does.
+    1. Proposals: HOG on the 640-px copy (upsampled from the `min_face` hint, as `DlibDetector`) with threshold
+       `proposal_threshold` instead of 0. Blurred faces score low but still rank near the top of an image's
+       candidates; the 68-point model gives first landmarks, and candidates whose landmarks are no face
+       (`landmarks_plausible`) or that overlap a better one are dropped.
+    2. Upright refit: the face is warped so its eyes are level and its box is 150 px (a 300 px copy: small faces
+       get more pixels, tilted ones stand up), HOG looks for it there, and the 68-point model is refitted in that
+       box — twice, each time from the last landmarks — then mapped back. Landmarks stop drifting with tilt.
+    3. Confirmation: a candidate scoring at least `sure_score` is kept. The others (at most `max_checks` per
+       image, best first) are kept only if MMOD finds a face in a `check_size` px upright copy of it (box half
+       that) with confidence at least `check_confidence`; MMOD costs ~20× HOG per pixel, so it only ever sees
+       these small copies. Confirmed faces are reported as detector "hog+cnn" with their HOG score.
+    4. The box is recomputed from the refitted landmarks (HOG's convention, `box_from_landmarks`), and boxes
+       that now fall on one face are merged (best score kept).
+    The thresholds were chosen on benchmark scenes of another seed than the documented run (docs/detection.md).
     """
 
-    def __init__(self, hog_threshold: float = -0.2, mmod_short_side: int = 320, sure_hog: float = 0.3,
-                 sure_mmod: float = 0.6, confirm_hog: float = 0.0, models: DlibFaceModels | None = None):
-        self.hog_threshold = hog_threshold
-        self.mmod_short_side = mmod_short_side
-        self.sure_hog = sure_hog
-        self.sure_mmod = sure_mmod
-        self.confirm_hog = confirm_hog
+    def __init__(self, proposal_threshold: float = -1.2, sure_score: float = 0.3, check_confidence: float = 0.7,
+                 check_size: int = 160, max_checks: int = 8, models: DlibFaceModels | None = None):
+        self.proposal_threshold = proposal_threshold
+        self.sure_score = sure_score
+        self.check_confidence = check_confidence
+        self.check_size = check_size
+        self.max_checks = max_checks
         self.models = models or DlibFaceModels()
 
-    def proposals(self, rgb: np.ndarray, min_face: float) -> list[_Candidate]:
-        """HOG and MMOD proposals with first landmarks, in input px, best first, overlaps merged."""
+    def proposals(self, rgb: np.ndarray, min_face: float) -> list[Face]:
+        """HOG candidates with first landmarks, input px, best score first; implausible and overlapping ones
+        dropped."""
         small, scale = resize_short_side(rgb, DETECT_SHORT_SIDE, DETECT_MAX_LONG_SIDE)
-        found = [dlib_face(self.models, small, box, score, scale, "hog")
-                 for box, score in self.models.hog(small, hog_upsample_for(min_face * scale), self.hog_threshold)]
-        if self.mmod_short_side:
-            tiny, tscale = resize_short_side(rgb, self.mmod_short_side, DETECT_MAX_LONG_SIDE // 2)
-            found += [dlib_face(self.models, tiny, box, score, tscale, "cnn")
-                      for box, score in self.models.mmod(tiny, 0)]
-        candidates: list[_Candidate] = []
-        for face in sorted(found, key=lambda f: (f.detector != "hog", -f.score)):
-            if any(_same_face(face.box, c.box) for c in candidates):
-                continue
-            candidates.append(_Candidate(face.box, face.score, face.detector, face.landmarks5))
-        return candidates
+        found = self.models.hog(small, hog_upsample_for(min_face * scale), self.proposal_threshold)
+        kept: list[Face] = []
+        for box, score in sorted(found, key=lambda f: -f[1]):
+            face = dlib_face(self.models, small, box, score, scale, "hog")
+            if landmarks_plausible(face.landmarks5, face.box) and not any(_same_face(face.box, k.box) for k in kept):
+                kept.append(face)
+        return kept
 
-    def refine(self, rgb: np.ndarray, cand: _Candidate) -> tuple[np.ndarray, float | None]:
-        """Refit the landmarks upright (see the class docstring); returns (landmarks5 in input px, the best
-        upright HOG score near the centre or None)."""
-        landmarks = cand.landmarks5
-        upright_score = None
+    def refine(self, rgb: np.ndarray, face: Face) -> np.ndarray:
+        """Landmarks (5, 2) in input px refitted on upright copies of the face (step 2 of the class docstring)."""
+        landmarks = face.landmarks5
+        c, half = UPRIGHT_SIZE / 2, UPRIGHT_BOX / 2
         for _ in range(2):
             m = upright_transform(landmarks)
             copy = warp_upright(rgb, m)
-            c = UPRIGHT_SIZE / 2
-            half = UPRIGHT_BOX / 2
-            box = (c - half, c - half, c + half - 1, c + half - 1)
-            for (x0, y0, x1, y1), score in self.models.hog(copy, 0, -0.5):
-                side = x1 - x0 + 1
-                if abs((x0 + x1) / 2 - c) < 0.25 * UPRIGHT_BOX and abs((y0 + y1) / 2 - c) < 0.25 * UPRIGHT_BOX \
-                        and 0.6 * UPRIGHT_BOX < side < 1.6 * UPRIGHT_BOX:
-                    if upright_score is None or score > upright_score:
-                        upright_score, box = score, (x0, y0, x1, y1)
+            box, best = (c - half, c - half, c + half - 1, c + half - 1), None
+            for found, score in self.models.hog(copy, 0, -0.5):
+                if _near_centre(found, c, UPRIGHT_BOX) and (best is None or score > best):
+                    box, best = found, score
             points = landmarks68_to_5(self.models.landmarks68(copy, box))
+            # and on the mirrored copy (the shape model's errors are not symmetric): average the two fits
+            mirror = np.ascontiguousarray(copy[:, ::-1])
+            x0, y0, x1, y1 = box
+            flipped = landmarks68_to_5(self.models.landmarks68(mirror, (UPRIGHT_SIZE - 1 - x1, y0,
+                                                                        UPRIGHT_SIZE - 1 - x0, y1)))
+            flipped[:, 0] = UPRIGHT_SIZE - 1 - flipped[:, 0]
+            points = (points + flipped[[1, 0, 2, 4, 3]]) / 2
             landmarks = transform_points(points, cv2.invertAffineTransform(m))
-        return landmarks, upright_score
+        return landmarks
+
+    def confirmed(self, rgb: np.ndarray, landmarks5: np.ndarray) -> bool:
+        """Whether MMOD finds the face on a small upright copy (box half of `check_size`), where the landmarks
+        put it: confident enough, centred within a quarter box and of about the expected size."""
+        side = 0.5 * self.check_size
+        m = upright_transform(landmarks5, side, self.check_size)
+        c = self.check_size / 2
+        return any(confidence >= self.check_confidence and _near_centre(box, c, side)
+                   for box, confidence in self.models.mmod(warp_upright(rgb, m, self.check_size), 0))
 
     def detect(self, rgb: np.ndarray, min_face: float = 0.0) -> list[Face]:
         """Faces in an H×W×3 (or H×W grey) uint8 image; input pixel coordinates, best score first."""
         rgb = as_rgb_u8(rgb)
-        faces = []
-        for cand in self.proposals(rgb, min_face):
-            if not landmarks_plausible(cand.landmarks5, cand.box) and cand.detector == "hog" and cand.score < 0:
-                continue
-            landmarks, upright_score = self.refine(rgb, cand)
-            sure = cand.score >= (self.sure_hog if cand.detector == "hog" else self.sure_mmod)
-            confirmed = upright_score is not None and upright_score >= self.confirm_hog
-            if not (sure or confirmed):
-                found = self.models.mmod(warp_upright(rgb, upright_transform(landmarks)), 0)
-                if not found:
+        faces, checks = [], 0
+        for face in self.proposals(rgb, min_face):
+            detector = "hog"
+            if face.score < self.sure_score:
+                if checks >= self.max_checks:
                     continue
-            faces.append(Face(box=cand.box, score=cand.score, landmarks5=landmarks, detector=cand.detector))
-        faces.sort(key=lambda f: -f.score)
+                checks += 1
+                landmarks = self.refine(rgb, face)
+                if not self.confirmed(rgb, landmarks):
+                    continue
+                detector = "hog+cnn"
+            else:
+                landmarks = self.refine(rgb, face)
+            centre, side = box_from_landmarks(landmarks)
+            box = (centre[0] - side / 2, centre[1] - side / 2, centre[0] + side / 2, centre[1] + side / 2)
+            if not any(_same_face(box, f.box) for f in faces):
+                faces.append(Face(box=box, score=face.score, landmarks5=landmarks, detector=detector))
         return filter_faces(faces)
+
+
+def _near_centre(box: tuple[float, float, float, float], centre: float, side: float) -> bool:
+    """Whether a dlib box (inclusive) is centred within a quarter `side` of (centre, centre) and 0.6–1.6 × `side`."""
+    x0, y0, x1, y1 = box
+    near = max(abs((x0 + x1) / 2 - centre), abs((y0 + y1) / 2 - centre)) < 0.25 * side
+    return near and 0.6 * side < x1 - x0 + 1 < 1.6 * side
 
 
 def _same_face(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> bool:
