@@ -345,11 +345,11 @@ class HybridDetector:
                 kept.append(face)
         return kept
 
-    def refine(self, rgb: np.ndarray, face: Face) -> np.ndarray:
-        """Landmarks (5, 2) in input px refitted on upright copies of the face (step 2 of the class docstring)."""
-        landmarks = face.landmarks5
+    def refine(self, rgb: np.ndarray, landmarks: np.ndarray, rounds: int = 2) -> np.ndarray:
+        """Landmarks (5, 2) in input px refitted `rounds` times on upright copies of the face (step 2 of the class
+        docstring), starting from `landmarks`."""
         c, half = UPRIGHT_SIZE / 2, UPRIGHT_BOX / 2
-        for _ in range(2):
+        for _ in range(rounds):
             m = upright_transform(landmarks)
             copy = warp_upright(rgb, m)
             box, best = (c - half, c - half, c + half - 1, c + half - 1), None
@@ -386,12 +386,13 @@ class HybridDetector:
                 if checks >= self.max_checks:
                     continue
                 checks += 1
-                landmarks = self.refine(rgb, face)
+                landmarks = self.refine(rgb, face.landmarks5, rounds=1)  # most unsure ones go: refit once first
                 if not self.confirmed(rgb, landmarks):
                     continue
+                landmarks = self.refine(rgb, landmarks, rounds=1)
                 detector = "hog+cnn"
             else:
-                landmarks = self.refine(rgb, face)
+                landmarks = self.refine(rgb, face.landmarks5)
             centre, side = box_from_landmarks(landmarks)
             box = (centre[0] - side / 2, centre[1] - side / 2, centre[0] + side / 2, centre[1] + side / 2)
             if not any(_same_face(box, f.box) for f in faces):
