@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
@@ -315,35 +316,44 @@ class HybridDetector:
     2. Upright refit: the face is warped so its eyes are level and its box is 150 px (a 300 px copy: small faces
        get more pixels, tilted ones stand up), HOG looks for it there, and the 68-point model is refitted in that
        box — twice, each time from the last landmarks — then mapped back. Landmarks stop drifting with tilt.
-    3. Confirmation: a candidate scoring at least `sure_score` is kept. The others (at most `max_checks` per
-       image, best first) are kept only if MMOD finds a face in a `check_size` px upright copy of it (box half
-       that) with confidence at least `check_confidence`; MMOD costs ~20× HOG per pixel, so it only ever sees
-       these small copies. Confirmed faces are reported as detector "hog+cnn" with their HOG score.
+    3. Confirmation: a candidate scoring at least `sure_score` is kept. The others, best first, are kept only if
+       MMOD finds a face in a `check_size` px upright copy of it (box half that) with confidence at least
+       `check_confidence`; MMOD costs ~20× HOG per pixel, so it only ever sees these small copies. Confirmed
+       faces are reported as detector "hog+cnn" with their HOG score. The checks are budgeted against the HOG
+       pass: one per `check_cost_mp` megapixels HOG scanned (upsampling included), at most `max_checks`, so the
+       whole detector stays within about twice HOG's time whatever the image (a 720p video frame at
+       `--min-face 80` gets none). Once the budget is spent, a candidate scoring at least 0 (HOG's own
+       threshold) is kept unconfirmed, as `hog` would keep it, and lower ones are dropped.
     4. The box is recomputed from the refitted landmarks (HOG's convention, `box_from_landmarks`), and boxes
        that now fall on one face are merged (best score kept).
     The thresholds were chosen on benchmark scenes of another seed than the documented run (docs/detection.md).
     """
 
     def __init__(self, proposal_threshold: float = -1.2, sure_score: float = 0.3, check_confidence: float = 0.7,
-                 check_size: int = 160, max_checks: int = 8, models: DlibFaceModels | None = None):
+                 check_size: int = 160, max_checks: int = 8, check_cost_mp: float = 1.25,
+                 models: DlibFaceModels | None = None):
         self.proposal_threshold = proposal_threshold
+        self.check_cost_mp = check_cost_mp
         self.sure_score = sure_score
         self.check_confidence = check_confidence
         self.check_size = check_size
         self.max_checks = max_checks
         self.models = models or DlibFaceModels()
 
-    def proposals(self, rgb: np.ndarray, min_face: float) -> list[Face]:
-        """HOG candidates with first landmarks, input px, best score first; implausible and overlapping ones
-        dropped."""
+    def proposals(self, rgb: np.ndarray, min_face: float) -> Iterator[tuple[Face, int]]:
+        """HOG candidates with first landmarks, input px, best score first (implausible and overlapping ones
+        skipped), each with the check budget of this image (see the class docstring). Lazy: landmarks are
+        fitted only for the candidates the caller asks for."""
         small, scale = resize_short_side(rgb, DETECT_SHORT_SIDE, DETECT_MAX_LONG_SIDE)
-        found = self.models.hog(small, hog_upsample_for(min_face * scale), self.proposal_threshold)
+        upsample = hog_upsample_for(min_face * scale)
+        found = self.models.hog(small, upsample, self.proposal_threshold)
+        budget = min(self.max_checks, int(small.shape[0] * small.shape[1] * 4**upsample / 1e6 / self.check_cost_mp))
         kept: list[Face] = []
         for box, score in sorted(found, key=lambda f: -f[1]):
             face = dlib_face(self.models, small, box, score, scale, "hog")
             if landmarks_plausible(face.landmarks5, face.box) and not any(_same_face(face.box, k.box) for k in kept):
                 kept.append(face)
-        return kept
+                yield face, budget
 
     def refine(self, rgb: np.ndarray, landmarks: np.ndarray, rounds: int = 2) -> np.ndarray:
         """Landmarks (5, 2) in input px refitted `rounds` times on upright copies of the face (step 2 of the class
@@ -380,11 +390,13 @@ class HybridDetector:
         """Faces in an H×W×3 (or H×W grey) uint8 image; input pixel coordinates, best score first."""
         rgb = as_rgb_u8(rgb)
         faces, checks = [], 0
-        for face in self.proposals(rgb, min_face):
+        for face, budget in self.proposals(rgb, min_face):
             detector = "hog"
-            if face.score < self.sure_score:
-                if checks >= self.max_checks:
-                    continue
+            if face.score < self.sure_score and checks >= budget:
+                if face.score < 0:
+                    break  # best first: no later candidate can be kept
+                landmarks = self.refine(rgb, face.landmarks5)
+            elif face.score < self.sure_score:
                 checks += 1
                 landmarks = self.refine(rgb, face.landmarks5, rounds=1)  # most unsure ones go: refit once first
                 if not self.confirmed(rgb, landmarks):
