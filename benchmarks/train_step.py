@@ -29,10 +29,10 @@ CASES = {
 }
 
 
-def _overrides(stage: int, full: bool, faces: str, device: str) -> list[str]:
+def _overrides(stage: int, full: bool, faces: str, device: str, batch: int | None = None) -> list[str]:
     sets = [f"data.root={faces}", "data.num_workers=0", f"run.device={device}"]
-    if full:
-        sets.append("data.batch_size=1")
+    if full or batch is not None:
+        sets.append(f"data.batch_size={batch or 1}")
     if stage in (1, 3):
         sets += ["losses.d_start=1", "losses.perceptual=1.0", "perceptual.perceptual_random_init=true"]
     if stage == 2:
@@ -42,9 +42,10 @@ def _overrides(stage: int, full: bool, faces: str, device: str) -> list[str]:
     return sets
 
 
-def child(stage: int, config: str, phase_step: int, steps: int, faces: str, device_name: str) -> dict:
+def child(stage: int, config: str, phase_step: int, steps: int, faces: str, device_name: str,
+          batch: int | None = None) -> dict:
     """Build the stage, run one warm-up step then `steps` timed steps at `phase_step` (steps 0: one timed step,
-    no warm-up); return the numbers."""
+    no warm-up); return the numbers. batch: data.batch_size (None: the config's for tiny, 1 for full)."""
     import torch
 
     from codeformer.train.loop import batches, build_state
@@ -52,7 +53,7 @@ def child(stage: int, config: str, phase_step: int, steps: int, faces: str, devi
     from codeformer.train.setup import build_dataset, load_stage_config
 
     full = not config.startswith("tiny")
-    cfg = load_stage_config(ROOT / "configs" / f"{config}.yaml", _overrides(stage, full, faces, device_name))
+    cfg = load_stage_config(ROOT / "configs" / f"{config}.yaml", _overrides(stage, full, faces, device_name, batch))
     device = select_device(cfg.run.device)
     st = build_state(cfg, device, DistInfo())
     data = batches(build_dataset(cfg.data, 0), cfg.data, DistInfo(), 0, 0, steps + 1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,43 @@ TINY_VQGAN = dict(img_size=32, nf=32, ch_mult=(1, 1, 2), res_blocks=1, attn_reso
                   emb_dim=32)
 TINY_CODEFORMER = dict(dim_embd=32, n_head=4, n_layers=2, codebook_size=16, latent_size=64, connect_list=(16, 32),
                        img_size=32, nf=32, ch_mult=(1, 1, 2), res_blocks=1, attn_resolutions=(8,), emb_dim=32)
+
+
+# CODEFORMER_TEST_DEVICE=cuda (or cuda:N, mps) runs the parity, pipeline, video and serve tests' networks on that
+# device; unset, everything runs on the CPU as in CI. A device that is asked for but missing fails the tests
+# that use it (never a skip).
+TEST_DEVICE = os.environ.get("CODEFORMER_TEST_DEVICE", "cpu")
+# Largest |output - official reference| accepted for the full-size network in fp32. CPU: the parity kit's
+# tolerances (same kernels, 2 threads). CUDA: cuDNN sums in other orders (TF32 is off: `TorchRunner` and
+# `fp32_on` turn it off), which over ~50 convolutions was expected to stay under 1e-3 (the issue's goal);
+# not yet measured on a GPU here.
+# "stats": BatchNorm running statistics after one training-mode pass.
+PARITY_TOLERANCE = {"cpu": {"image": 1e-4, "logit": 2e-4, "stats": 1e-5},
+                    "cuda": {"image": 1e-3, "logit": 2e-3, "stats": 1e-4},
+                    "mps": {"image": 1e-3, "logit": 2e-3, "stats": 1e-4}}
+
+
+def fp32_on(device: torch.device) -> None:
+    """Plain fp32 convolutions and matmuls on CUDA (cuDNN's TF32 default would cost ~3 decimal digits)."""
+    if device.type == "cuda":
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
+
+
+@pytest.fixture(scope="session")
+def test_device() -> torch.device:
+    """The device of $CODEFORMER_TEST_DEVICE (default cpu), checked to exist."""
+    from codeformer.runtime import pick_device
+
+    device = pick_device(TEST_DEVICE)
+    fp32_on(device)
+    return device
+
+
+@pytest.fixture(scope="session")
+def parity_tol(test_device: torch.device) -> dict[str, float]:
+    """{"image": ..., "logit": ..., "stats": ...}: the parity tolerances for the test device."""
+    return PARITY_TOLERANCE[test_device.type]
 
 
 @pytest.fixture(autouse=True)

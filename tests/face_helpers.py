@@ -55,8 +55,8 @@ class ConvRestorer:
 
     def restore(self, x: torch.Tensor, w: float) -> torch.Tensor:
         self.batch_sizes.append(x.shape[0])
-        y = torch.nn.functional.conv2d(x, self.weight, padding=1) * (1.0 - 0.5 * w)
-        return y + torch.tensor([0.3, -0.1, 0.0]).view(1, 3, 1, 1)
+        y = torch.nn.functional.conv2d(x, self.weight.to(x.device), padding=1) * (1.0 - 0.5 * w)
+        return y + torch.tensor([0.3, -0.1, 0.0], device=x.device).view(1, 3, 1, 1)
 
 
 def psnr(a: np.ndarray, b: np.ndarray, peak: float = 255.0) -> float:

@@ -18,10 +18,10 @@ class TinyFaceModel:
     depends on w through the real fusion blocks). `inner` can be any model with the 32-px contract (e.g. an
     `OnnxRestorer` of the same network)."""
 
-    def __init__(self, inner: object | None = None, seed: int = 0) -> None:
+    def __init__(self, inner: object | None = None, seed: int = 0, device: str | torch.device = "cpu") -> None:
         if inner is None:
             torch.manual_seed(seed)
-            inner = CodeFormer(**TINY_CODEFORMER).eval()
+            inner = CodeFormer(**TINY_CODEFORMER).eval().to(device)
         self.inner = inner
         self.calls: list[int] = []  # batch size of every call, to observe batching
 
@@ -32,6 +32,6 @@ class TinyFaceModel:
         return x + F.interpolate(delta, size=(FACE, FACE), mode="bilinear", align_corners=False)
 
 
-def tiny_restorer(inner: object | None = None) -> Restorer:
-    """A `Restorer` on the tiny model with the default (dlib) detector."""
-    return Restorer(TinyFaceModel(inner))
+def tiny_restorer(inner: object | None = None, device: str | torch.device = "cpu") -> Restorer:
+    """A `Restorer` on the tiny model with the default (dlib) detector; the random tiny network on `device`."""
+    return Restorer(TinyFaceModel(inner, device=device), device=device)

@@ -108,3 +108,31 @@ def test_codeformer_config_read_from_keys(tmp_path):
     model = CodeFormer(codebook_size=512, connect_list=(32, 64, 128))
     loaded = codeformer_from_state_dict(model.state_dict(), "inpainting.pth")
     assert loaded.quantize.codebook_size == 512 and loaded.connect_list == (32, 64, 128)
+
+
+class SystemCall:
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("echo this must never run",))
+
+
+class EvalCall:
+    def __reduce__(self):
+        return (eval, ("print('this must never run')",))
+
+
+class PlainObject:
+    pass
+
+
+@pytest.mark.parametrize("payload, global_name", [(SystemCall(), "posix.system"), (EvalCall(), "eval"),
+                                                   (PlainObject(), "PlainObject")])
+def test_every_kind_of_pickled_payload_is_called_refused(tmp_path, capfd, payload, global_name):
+    """torch words its refusal two ways ("Unsupported global" and "... whose module ... is blocked")."""
+    path = tmp_path / "evil.pth"
+    torch.save({"params_ema": {"a": torch.zeros(1)}, "x": payload}, path)
+    with pytest.raises(CheckpointError, match="evil.pth: refused to load: it holds a Python object") as info:
+        read_state_dict(path)
+    assert global_name.split(".")[-1] in str(info.value) and "corrupt" not in str(info.value)
+    assert "this must never run" not in capfd.readouterr().out

@@ -21,6 +21,7 @@ class FakeDlib(NoFaceDetector):
 @pytest.fixture
 def fake_model(monkeypatch, tmp_path):
     """No weights and no dlib: an identity model and a detector that finds nothing."""
+    (tmp_path / "codeformer.pth").write_bytes(b"stand-in")  # hashed for the resume fingerprint
     monkeypatch.setattr(codeformer.weights, "resolve", lambda *a, **k: tmp_path / "codeformer.pth")
     monkeypatch.setattr(codeformer.weights, "describe", lambda name: "fake weights")
     monkeypatch.setattr(codeformer.checkpoint, "load_codeformer", lambda *a, **k: IdentityRestorer())

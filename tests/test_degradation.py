@@ -8,17 +8,19 @@ import cv2
 import numpy as np
 import pytest
 
-from codeformer.config import DegradationConfig
+from codeformer.config import DEGRADATION_PRESETS, DegradationConfig
 from codeformer.data.degradation import (
     LARGE,
     SMALL,
     add_gaussian_noise,
     blur,
+    brush_stroke_mask,
     color_jitter,
     degrade,
     downsample,
     gaussian_kernel,
     jpeg,
+    paint_white,
     quantize_8bit,
     random_kernel,
     resize_back,
@@ -220,3 +222,65 @@ def test_config_yaml_round_trip(tmp_path: Path) -> None:
     cfg = DegradationConfig(blur_sigma=(0.1, 10.0), gray_prob=0.01, color_jitter_prob=0.3)
     save_yaml(cfg, tmp_path / "deg.yaml")
     assert load_yaml(DegradationConfig, tmp_path / "deg.yaml") == cfg
+
+
+# ------------------------------------------------------------------ colorization and inpainting presets (issue 16)
+def test_variant_presets_match_the_official_configs() -> None:
+    colour, inpaint = DEGRADATION_PRESETS["colorization"], DEGRADATION_PRESETS["inpainting"]
+    # CodeFormer_colorization.yml: the "large" chain plus colour jitter 0.3 (shift 20), torch jitter 0.3, grey 0.01
+    assert (colour.blur_sigma, colour.downsample_range, colour.noise_range, colour.jpeg_range) == (
+        LARGE.blur_sigma, LARGE.downsample_range, LARGE.noise_range, LARGE.jpeg_range)
+    assert (colour.rgb_shift_prob, colour.rgb_shift, colour.color_jitter_prob, colour.gray_prob) == (
+        0.3, 20.0, 0.3, 0.01)
+    assert (colour.brightness, colour.contrast, colour.saturation, colour.hue) == (
+        (0.5, 1.5), (0.5, 1.5), (0.0, 1.5), (-0.1, 0.1))
+    assert colour.corrupt and not colour.brush_strokes
+    # CodeFormer_inpainting.yml: use_corrupt false, gen_inpaint_mask true; brush_stroke_mask's training values
+    assert not inpaint.corrupt and inpaint.brush_strokes
+    assert (inpaint.brush_count, inpaint.brush_vertices, inpaint.brush_width) == ((1, 3), (8, 27), (30.0, 70.0))
+    assert inpaint.color_jitter_prob == inpaint.rgb_shift_prob == inpaint.gray_prob == 0.0
+
+
+def test_brush_stroke_mask_is_seeded_and_within_the_official_ranges() -> None:
+    a = brush_stroke_mask(512, 512, np.random.default_rng(3))
+    assert a.dtype == bool and a.shape == (512, 512)
+    np.testing.assert_array_equal(a, brush_stroke_mask(512, 512, np.random.default_rng(3)))
+    assert not np.array_equal(a, brush_stroke_mask(512, 512, np.random.default_rng(4)))
+    fractions = [brush_stroke_mask(512, 512, np.random.default_rng(s)).mean() for s in range(40)]
+    assert 0.005 < min(fractions) and max(fractions) < 0.8 and 0.1 < float(np.mean(fractions)) < 0.4
+    # the width range scales the strokes' area (same seeds, so the same polylines): twice the width, about twice
+    # the area (a bit less: overlaps and round caps)
+    thin = np.mean([brush_stroke_mask(512, 512, np.random.default_rng(s), stroke_width=(30.0, 30.0)).mean()
+                    for s in range(10)])
+    thick = np.mean([brush_stroke_mask(512, 512, np.random.default_rng(s), stroke_width=(60.0, 60.0)).mean()
+                     for s in range(10)])
+    assert 1.4 < thick / thin < 2.2, thick / thin
+    small = brush_stroke_mask(32, 32, np.random.default_rng(0), count=(1, 1), stroke_width=(50.0, 50.0))
+    assert 0 < small.mean() < 0.9  # widths scale with the size: 3 px at 32
+
+
+def test_paint_white_and_the_inpainting_degradation(face: np.ndarray) -> None:
+    mask = np.zeros(face.shape[:2], bool)
+    mask[10:20, 30:90] = True
+    painted = paint_white(face, mask)
+    assert np.all(painted[mask] == 1.0) and np.array_equal(painted[~mask], face[~mask])
+    before = face.copy()
+    out = degrade(face, DEGRADATION_PRESETS["inpainting"], np.random.default_rng(5))
+    np.testing.assert_array_equal(face, before)
+    hole = np.all(out == 1.0, axis=2)
+    assert 0.005 < hole.mean() < 0.8
+    # no other degradation: outside the strokes the face is only rounded to 8 bits
+    np.testing.assert_array_equal(out[~hole], quantize_8bit(face)[~hole])
+    np.testing.assert_array_equal(out, degrade(face, DEGRADATION_PRESETS["inpainting"], np.random.default_rng(5)))
+
+
+def test_colorization_degradation_shifts_colours_and_sometimes_greys(face: np.ndarray) -> None:
+    cfg = DEGRADATION_PRESETS["colorization"]
+    outs = [degrade(face, cfg, np.random.default_rng(s)) for s in range(12)]
+    np.testing.assert_array_equal(outs[0], degrade(face, cfg, np.random.default_rng(0)))
+    plain = [degrade(face, LARGE, np.random.default_rng(s)) for s in range(12)]
+    # same draws up to the colour steps: some outputs differ only by the colour jitter
+    assert any(not np.array_equal(a, b) for a, b in zip(outs, plain, strict=True))
+    grey = DegradationConfig(**{**cfg.__dict__, "gray_prob": 1.0, "color_jitter_prob": 0.0})
+    g = degrade(face, grey, np.random.default_rng(0))
+    assert np.array_equal(g[:, :, 0], g[:, :, 1]) and np.array_equal(g[:, :, 1], g[:, :, 2])

@@ -12,11 +12,11 @@ import torch
 
 from codeformer.cli import main
 from codeformer.data.images import Picture, write_image
-from codeformer.losses.perceptual import LPIPS
 from codeformer.metrics import fid
 from codeformer.metrics.evaluate import Metrics, evaluate_folders, image_files
 from codeformer.metrics.fid import FIDInceptionV3
 from codeformer.metrics.fidelity import LPIPSMetric, psnr
+from codeformer.models.lpips import LPIPS
 from tests.face_helpers import ASTRONAUT, load_rgb
 
 
@@ -96,3 +96,23 @@ def test_psnr_of_written_pair_matches_direct(tmp_path: Path) -> None:
     b = next(rec for rec in result.images if rec["name"] == "b")
     direct = psnr(load_rgb(restored / "b.png"), load_rgb(reference / "b.png"))
     assert b["metrics"]["psnr_rgb"] == pytest.approx(direct, abs=1e-12)
+
+
+def test_identity_without_a_face_is_a_note_not_a_number(tmp_path):
+    """No face in an image: no identity score for a region no detector saw (the landmark metric's rule)."""
+    from codeformer.metrics.evaluate import _evaluate_one
+    from codeformer.metrics.identity import IdentityEmbedder, NoFaceFound
+
+    embedder = IdentityEmbedder.load()
+    wall = np.full((256, 256, 3), 128, np.uint8) + np.random.default_rng(0).integers(0, 8, (256, 256, 3), np.uint8)
+    assert embedder.find_box(wall) is None
+    with pytest.raises(NoFaceFound, match="first"):
+        embedder.compare(wall, wall)
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    write_image(a, Picture(wall))
+    write_image(b, Picture(wall))
+    record = _evaluate_one("a", a, b, b, Metrics(identity=embedder), 0, {"restored": set(), "reference": set(),
+                                                                         "lq": set()})
+    assert not any(key.startswith("identity") for key in record["metrics"])
+    assert "identity: no face found in the restored" in record["note"]
+    assert "identity (lq): no face found in the restored" in record["note"]

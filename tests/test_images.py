@@ -18,7 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from PIL import ExifTags, Image, ImageCms, ImageOps
+from PIL import ExifTags, Image, ImageCms, ImageFile, ImageOps
 
 from codeformer.data import images
 from codeformer.data.images import (
@@ -521,16 +521,18 @@ def test_directory_and_missing_path(tmp_path: Path) -> None:
         read_image(tmp_path / "nope.png")
 
 
-def test_bomb_rejected_without_decoding() -> None:
+def test_bomb_rejected_without_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
     data = huge_png_header(40000, 40000)
+    decoded: list[str] = []  # behaviour, not time: the pixel decoder must never run for a bomb
+    real_load = ImageFile.ImageFile.load
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda im: decoded.append(im.format) or real_load(im))
     tracemalloc.start()
-    start = time.perf_counter()
     with pytest.raises(ImageReadError, match="image too large"):
         read_image(data, name="big.png")
-    elapsed = time.perf_counter() - start
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    assert elapsed < 1.0 and peak < 20_000_000
+    assert decoded == [] and peak < 20_000_000
+    assert read_image(png_bytes(gradient())).pixels.shape == (24, 32, 3) and "PNG" in decoded  # the probe sees
     limit_before = Image.MAX_IMAGE_PIXELS
     with pytest.raises(ImageReadError, match=r"small.png: image too large \(32×24 = 768 pixels, limit 100 pixels\)$"):
         read_image(png_bytes(gradient()), name="small.png", max_pixels=100)
@@ -676,35 +678,50 @@ def test_overwrite_keeps_permissions(tmp_path: Path) -> None:
 
 
 KILL_CHILD = textwrap.dedent("""
-    import sys
+    import os, sys, time
     import numpy as np
+    import codeformer.data.images as images
     from codeformer.data.images import Picture, write_image
-    rng = np.random.default_rng(int(sys.argv[2]))
-    pics = [Picture(rng.integers(0, 255, (900, 900, 3), dtype=np.uint8)) for _ in range(2)]
-    print("ready", flush=True)
-    while True:
-        for pic in pics:
-            write_image(sys.argv[1], pic)
+
+    def stop_here(*args):  # tell the parent where we are, then wait for SIGKILL
+        print("here", flush=True)
+        time.sleep(600)
+
+    def half_written(fp, *args):
+        fp.write(b"\\x89PNG\\r\\n half of a file")
+        fp.flush()
+        stop_here()
+
+    if sys.argv[2] == "encoding":
+        images._encode_into = half_written
+    elif sys.argv[2] == "renaming":
+        os.replace = stop_here  # written and fsynced, not yet renamed
+    write_image(sys.argv[1], Picture(np.full((30, 40, 3), 200, np.uint8)))
+    stop_here()  # "done": renamed
 """)
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
 def test_sigkill_mid_write_never_leaves_partial_file(tmp_path: Path) -> None:
+    """SIGKILL at three exact points of a write (no sleeps to tune): while encoding, between fsync and rename,
+    after the rename. The target is the old file, the old file, the new file; the next run sweeps the
+    temporaries the killed writer left."""
+    from codeformer.atomic import remove_stale_temporaries
+
     target = tmp_path / "big.png"
-    rng = np.random.default_rng(7)
-    pics = [Picture(rng.integers(0, 255, (900, 900, 3), dtype=np.uint8)) for _ in range(2)]
-    valid = {encode_image(p, "PNG") for p in pics}
-    target.write_bytes(next(iter(valid)))
-    delays = np.random.default_rng(0).uniform(0.02, 0.35, 6)  # one PNG write takes about 0.25 s
+    old = encode_image(Picture(gradient()), "PNG")
+    new = encode_image(Picture(np.full((30, 40, 3), 200, np.uint8)), "PNG")
     env = {**os.environ, "PYTHONPATH": str(Path(images.__file__).parents[2])}
-    for delay in delays:
-        child = subprocess.Popen([sys.executable, "-c", KILL_CHILD, str(target), "7"], stdout=subprocess.PIPE, env=env)
-        assert child.stdout.readline().strip() == b"ready"
-        time.sleep(delay)
+    for stage, expected in (("encoding", old), ("renaming", old), ("done", new)):
+        target.write_bytes(old)
+        child = subprocess.Popen([sys.executable, "-c", KILL_CHILD, str(target), stage], stdout=subprocess.PIPE,
+                                 env=env)
+        assert child.stdout.readline().strip() == b"here"
         child.send_signal(signal.SIGKILL)
         child.wait()
         child.stdout.close()
-        assert target.read_bytes() in valid
-    leftovers = [p.name for p in tmp_path.iterdir() if p != target]
-    assert leftovers, "no kill landed mid-write: the test did not exercise anything"
-    assert all(n.startswith(".big.png.tmp-") and not is_image_path(n) for n in leftovers)
+        assert target.read_bytes() == expected, stage
+    leftovers = sorted(p.name for p in tmp_path.iterdir() if p != target)
+    assert len(leftovers) == 2 and all(n.startswith(".big.png.tmp-") and not is_image_path(n) for n in leftovers)
+    assert len(remove_stale_temporaries(tmp_path, before=time.time() + 1)) == 2
+    assert [p.name for p in tmp_path.iterdir()] == ["big.png"]

@@ -11,7 +11,8 @@ from torch import nn
 
 from codeformer.losses.adversarial import adaptive_weight, d_loss, g_loss
 from codeformer.losses.codes import code_accuracy, code_losses
-from codeformer.losses.perceptual import LPIPS, LPIPSLoss, VGG16Features
+from codeformer.losses.perceptual import LPIPSLoss
+from codeformer.models.lpips import LPIPS, VGG16Features
 
 VGG_CONVS = {0: (64, 3), 2: (64, 64), 5: (128, 64), 7: (128, 128), 10: (256, 128), 12: (256, 256),
              14: (256, 256), 17: (512, 256), 19: (512, 512), 21: (512, 512), 24: (512, 512), 26: (512, 512),

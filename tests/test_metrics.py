@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 
-from codeformer.losses.perceptual import LPIPS
 from codeformer.metrics.fid import (
     FIDInceptionV3,
     activation_statistics,
@@ -20,6 +19,7 @@ from codeformer.metrics.fid import (
 from codeformer.metrics.fidelity import LPIPSMetric, psnr, rgb_to_y, ssim
 from codeformer.metrics.identity import cosine_similarity, landmark_distance
 from codeformer.metrics.noref import gaussian_blur, match_sharpness, noise_sigma, sharpness
+from codeformer.models.lpips import LPIPS
 from tests.face_helpers import ASTRONAUT, load_rgb
 
 
@@ -170,3 +170,19 @@ def test_landmark_distance_and_cosine() -> None:
     assert cosine_similarity(np.array([1.0, 1]), np.array([2.0, 2])) == pytest.approx(1.0)
     with pytest.raises(ValueError):
         landmark_distance(pts, pts[:4], 10)
+
+
+def test_lpips_lives_with_the_networks_so_metrics_never_import_losses():
+    """LPIPS has two users, the training loss and the metric: it lives in `models`, and the metrics package
+    loads without the losses package (no metrics → losses edge, so no cycle can form through it)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, codeformer.metrics, codeformer.metrics.fidelity; "
+            "print(sorted(m for m in sys.modules if m.startswith('codeformer.losses')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+    from codeformer.losses.perceptual import LPIPSLoss
+    from codeformer.models.lpips import LPIPS
+
+    assert isinstance(LPIPSLoss().lpips, LPIPS)

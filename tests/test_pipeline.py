@@ -47,12 +47,13 @@ def group_faces(detector: DlibDetector) -> list[Face]:
     return faces
 
 
-def test_batched_restore_equals_one_face_at_a_time(group_faces: list[Face]) -> None:
+def test_batched_restore_equals_one_face_at_a_time(group_faces: list[Face], test_device: torch.device) -> None:
     image = group_photo()
     results = {}
     for batch in (1, 3):
         model = ConvRestorer()
-        restorer = Restorer(model, FixedDetector(group_faces), options=RestoreOptions(batch_size=batch, min_face=48))
+        restorer = Restorer(model, FixedDetector(group_faces), device=test_device,
+                            options=RestoreOptions(batch_size=batch, min_face=48))
         results[batch] = restorer.restore(image)
         assert model.batch_sizes == ([1, 1, 1, 1] if batch == 1 else [3, 1])
     assert len(results[1].faces) == len(results[3].faces) == 4
@@ -63,14 +64,14 @@ def test_batched_restore_equals_one_face_at_a_time(group_faces: list[Face]) -> N
 
 
 @pytest.mark.slow
-def test_batched_equals_single_with_a_tiny_codeformer() -> None:
+def test_batched_equals_single_with_a_tiny_codeformer(test_device: torch.device) -> None:
     torch.manual_seed(0)
     model = CodeFormer(dim_embd=32, n_head=4, n_layers=1, codebook_size=16, latent_size=256, connect_list=(32, 64),
                        img_size=512, nf=32, ch_mult=(1, 1, 1, 1, 1, 1), res_blocks=1, attn_resolutions=(16,),
-                       emb_dim=32).eval()
+                       emb_dim=32).eval().to(test_device)
     crops = np.random.default_rng(0).random((2, 512, 512, 3), dtype=np.float32)
-    batched = Restorer(model, FixedDetector([])).restore_crops(crops, RestoreOptions(batch_size=2))
-    single = Restorer(model, FixedDetector([])).restore_crops(crops, RestoreOptions(batch_size=1))
+    batched = Restorer(model, FixedDetector([]), test_device).restore_crops(crops, RestoreOptions(batch_size=2))
+    single = Restorer(model, FixedDetector([]), test_device).restore_crops(crops, RestoreOptions(batch_size=1))
     assert batched.shape == crops.shape and batched.dtype == np.float32
     assert 0 <= batched.min() and batched.max() <= 1
     assert np.abs(batched - single).max() < 1e-4
@@ -290,14 +291,16 @@ def test_cli_rejects_bad_arguments(identity_model: Path, capsys) -> None:
 
 
 @pytest.mark.slow
-def test_cli_end_to_end_with_the_parity_weights(tmp_path: Path, filled_checkpoint, capsys) -> None:
+def test_cli_end_to_end_with_the_parity_weights(tmp_path: Path, filled_checkpoint, capsys, test_device) -> None:
     """The real network (parity kit's filled weights) through the whole command on one photo."""
     from codeformer.cli import main
 
     out = tmp_path / "out"
     code = main(["restore", str(ASTRONAUT), "-o", str(out), "--weights", str(filled_checkpoint("codeformer")),
-                 "--save-faces", "--no-progress", "-w", "0.7"])
-    assert code == 0, capsys.readouterr().err
+                 "--save-faces", "--no-progress", "-w", "0.7", "--device", str(test_device)])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert f"device: {test_device.type}" in err  # the run says where it ran
     before, after = read_image(ASTRONAUT).pixels, read_image(out / "astronaut.png").pixels
     assert after.shape == before.shape and after.dtype == np.uint8
     cropped = read_image(out / "faces" / "astronaut_00_cropped.png").pixels

@@ -42,7 +42,7 @@ def test_fp32_runner_equals_model():
 
 def test_bad_precision_and_device():
     with pytest.raises(ValueError, match="precision"):
-        TorchRunner(CodeFormer(**TINY_CODEFORMER), "cpu", "fp16")
+        TorchRunner(CodeFormer(**TINY_CODEFORMER), "cpu", "int8")
     with pytest.raises(ValueError, match="unknown device"):
         pick_device("tpu")
     assert pick_device("cpu").type == "cpu"

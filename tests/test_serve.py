@@ -36,8 +36,8 @@ def face_crop() -> bytes:
 
 
 @pytest.fixture(scope="module")
-def client():
-    with TestClient(create_app(tiny_restorer(), ServeConfig(max_bytes=2 << 20, max_pixels=600 * 600,
+def client(test_device):
+    with TestClient(create_app(tiny_restorer(device=test_device), ServeConfig(max_bytes=2 << 20, max_pixels=600 * 600,
                                                             max_output_pixels=1000 * 1000,
                                                             model_info={"id": "tiny", "runtime": "torch"}))) as c:
         yield c

@@ -114,9 +114,11 @@ def test_ema_rule_and_schedules():
 def test_cli_train_then_resume(faces, tmp_path, capsys):
     out = tmp_path / "run"
     args = ["train", "--config", str(CONFIGS / "tiny-stage1.yaml"), "--out", str(out), "--no-progress",
-            "--set", f"data.root={faces}", "--set", "run.iterations=2", "--set", "run.checkpoint_every=1"]
+            "--set", f"data.root={faces}", "--set", "run.iterations=2", "--set", "run.checkpoint_every=1",
+            "--device", "cpu"]
     assert main(args) == 0
     assert "net_g_ema.pth" in capsys.readouterr().err
+    assert "device: cpu" in (out / "checkpoints" / "step_000001" / "config.yaml").read_text()  # --device applied
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_000001", "step_000002"]
     (out / "checkpoints" / "step_000009.tmp").mkdir()  # an unfinished save is never resumed from
     assert main(["train", "--resume", str(out), "--no-progress", "--set", "run.iterations=3",

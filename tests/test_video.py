@@ -71,11 +71,11 @@ def test_rotation_is_kept_and_detection_sees_upright_frames(tmp_path):
     assert decoded(out)[0].shape[:2] == (48, 64)  # stored in the coded orientation, as the input
 
 
-def test_faces_of_a_window_go_to_the_model_together(tmp_path):
+def test_faces_of_a_window_go_to_the_model_together(tmp_path, test_device):
     src, out = tmp_path / "in.mp4", tmp_path / "out.mp4"
     write_clip(src, square_frames(12, squares=2), audio=False)
     model = IdentityRestorer()
-    restorer = Restorer(model, SquareDetector(), options=RestoreOptions(batch_size=16))
+    restorer = Restorer(model, SquareDetector(), test_device, options=RestoreOptions(batch_size=16))
     report = restore_video(restorer, src, out, video=VideoOptions(window=6, progress=False))
     assert model.batch_sizes == [12, 12]  # 6 frames × 2 faces per call
     assert report.faces == 24 and sorted(report.tracks) == [0, 1]
@@ -104,12 +104,12 @@ def test_track_id_stable_through_a_pan_with_dlib(tmp_path):
     assert report.flicker == pytest.approx(1.0, abs=0.1)  # an identity model adds no change of its own
 
 
-def test_smoothing_lowers_flicker(tmp_path):
+def test_smoothing_lowers_flicker(tmp_path, test_device):
     src = tmp_path / "in.mp4"
     write_clip(src, square_frames(24, h=128, w=160, side=48, step=1), audio=False)
     flicker = {}
     for smooth in (True, False):
-        restorer = Restorer(PatternRestorer(), SquareDetector(noise=1.5))
+        restorer = Restorer(PatternRestorer(), SquareDetector(noise=1.5), test_device)
         video = VideoOptions(tracking=TrackerParams(smooth=smooth), progress=False)
         report = restore_video(restorer, src, tmp_path / f"out_{smooth}.mp4", video=video)
         flicker[smooth] = report.flicker

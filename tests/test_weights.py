@@ -293,3 +293,23 @@ def test_real_table_facts() -> None:
         assert w.sha256 is None or len(w.sha256) == 64
     notice = weights.describe("codeformer.pth")
     assert "S-Lab License 1.0 (non-commercial)" in notice and "\n" not in notice
+
+
+def test_a_killed_downloads_part_file_is_removed_by_the_next_download(server: _Server, home: Path) -> None:
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from codeformer.atomic import temp_path
+
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              check=True).stdout)
+    home.mkdir(parents=True)
+    mine = temp_path(home / "known.pth", suffix=".part")
+    stale = mine.with_name(mine.name.replace(f".tmp-{os.getpid()}-", f".tmp-{dead}-"))
+    stale.write_bytes(GOOD[:10])  # what SIGKILL mid-download leaves
+    os.utime(stale, (time.time() - 60, time.time() - 60))
+    server.files["/rel/known.pth"] = GOOD
+    weights.resolve("known.pth", progress=False)
+    assert _leftovers(home) == ["known.pth"]

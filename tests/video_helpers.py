@@ -116,7 +116,7 @@ class PatternRestorer:
         self.calls += 1
         if self.interrupt_after is not None and self.calls >= self.interrupt_after:
             raise KeyboardInterrupt
-        return (1 - self.strength) * x + self.strength * self.pattern
+        return (1 - self.strength) * x + self.strength * self.pattern.to(x.device)
 
 
 def square_frames(n: int, h: int = 96, w: int = 128, side: int = 40, squares: int = 1, step: int = 2

@@ -5,6 +5,7 @@ The public API, imported on first use so that `import codeformer` stays light:
     CodeFormer, VQAutoEncoder, PatchDiscriminator   the networks (codeformer.models)
     load_codeformer, read_state_dict                safe checkpoint loading (codeformer.checkpoint)
     Restorer, RestoreOptions                        whole-photo restoration (codeformer.face.pipeline)
+    Colorizer, Inpainter                            the colorization / inpainting models on faces (codeformer.face)
     read_image, write_image                         faithful image I/O (codeformer.data.images)
 """
 
@@ -22,6 +23,8 @@ _PUBLIC = {
     "read_state_dict": "codeformer.checkpoint",
     "Restorer": "codeformer.face.pipeline",
     "RestoreOptions": "codeformer.face.pipeline",
+    "Colorizer": "codeformer.face.colorize",
+    "Inpainter": "codeformer.face.inpaint",
     "read_image": "codeformer.data.images",
     "write_image": "codeformer.data.images",
 }

@@ -47,7 +47,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as e:
-            found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+            # torch words it "Unsupported global: GLOBAL x.y", or "unsupported GLOBAL x.y whose module x is
+            # blocked"; either way the weights-only unpickler met a Python object and stopped before running it.
+            found = re.search(r"unsupported global(?:: GLOBAL)? (\S+)", str(e), re.IGNORECASE)
             if found:
                 raise CheckpointError(f"{path}: refused to load: it holds a Python object ({found.group(1)}), "
                                       "not just tensors; only weights-only checkpoints are read") from None

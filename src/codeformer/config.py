@@ -84,14 +84,24 @@ class DegradationConfig:
     saturation: tuple[float, float] = (0.0, 1.5)
     hue: tuple[float, float] = (-0.1, 0.1)
     gray_prob: float = 0.0
+    # `corrupt`: run the blur → down → noise → JPEG → up chain (official `use_corrupt`; off for inpainting).
+    # `brush_strokes`: paint free-form white strokes, the inpainting holes (official `gen_inpaint_mask`):
+    # strokes per image, vertices per stroke (both inclusive) and stroke width in px at 512 (scaled with the size).
+    corrupt: bool = True
+    brush_strokes: bool = False
+    brush_count: tuple[int, int] = (1, 3)
+    brush_vertices: tuple[int, int] = (8, 27)
+    brush_width: tuple[float, float] = (30.0, 70.0)
 
     def __post_init__(self) -> None:
         where = "DegradationConfig"
         for name in ("blur_sigma", "downsample_range", "noise_range", "jpeg_range", "brightness", "contrast",
-                     "saturation", "hue"):
+                     "saturation", "hue", "brush_count", "brush_vertices", "brush_width"):
             pair = getattr(self, name)
             if len(pair) != 2 or pair[0] > pair[1]:
                 raise ConfigError(f"{where}.{name}: expected [low, high] with low <= high, got {pair}")
+        if self.brush_count[0] < 1 or self.brush_vertices[0] < 1 or self.brush_width[0] <= 0:
+            raise ConfigError(f"{where}: brush_count and brush_vertices must be >= 1 and brush_width > 0")
         if self.kernel_size < 1 or self.kernel_size % 2 == 0:
             raise ConfigError(f"{where}.kernel_size: expected a positive odd size, got {self.kernel_size}")
         if self.downsample_range[0] < 1:
@@ -104,6 +114,11 @@ DEGRADATION_LARGE = DegradationConfig()
 DEGRADATION_SMALL = DegradationConfig(
     blur_sigma=(0.1, 10.0), downsample_range=(1.0, 12.0), noise_range=(0.0, 15.0), jpeg_range=(60.0, 100.0)
 )
+# The two variant presets (spec §2.5-2.6): colorization = "large" plus RGB shift (p 0.3, ±20), torch colour jitter
+# (p 0.3) and grey (p 0.01) (`CodeFormer_colorization.yml`); inpainting = white brush strokes on the clean HQ face,
+# nothing else (`CodeFormer_inpainting.yml`: use_corrupt false, gen_inpaint_mask true).
+DEGRADATION_COLORIZATION = DegradationConfig(rgb_shift_prob=0.3, rgb_shift=20.0, color_jitter_prob=0.3, gray_prob=0.01)
+DEGRADATION_INPAINTING = DegradationConfig(corrupt=False, brush_strokes=True)
 
 
 def _convert(tp: Any, value: Any, where: str) -> Any:
@@ -191,10 +206,12 @@ def save_yaml(obj: Any, path: str | Path) -> None:
 # Training (issue 5). Official values from spec §2; stage configs are selected by their `stage` key.
 
 DEGRADATION_PRESETS: Mapping[str, DegradationConfig] = types.MappingProxyType(
-    {"large": DEGRADATION_LARGE, "small": DEGRADATION_SMALL})
+    {"large": DEGRADATION_LARGE, "small": DEGRADATION_SMALL, "colorization": DEGRADATION_COLORIZATION,
+     "inpainting": DEGRADATION_INPAINTING})
 PRECISIONS = ("fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 LR_SCHEDULES = ("constant", "cosine", "multistep")
+INIT_FROM = ("codeformer", "vqgan")
 
 
 def _check_choice(where: str, value: object, choices: tuple[object, ...]) -> None:
@@ -372,11 +389,14 @@ class Stage2Config:
 
     `vqgan_path`: the stage-1 weights (`net_g_ema.pth` or `vqgan_code1024.pth`): initialises encoder, codebook and
     generator, and (without `data.codes_path`) is the frozen HQ VQGAN giving the target codes.
-    `random_init: true` allows a null `vqgan_path` (random VQGAN; smoke tests only)."""
+    `random_init: true` allows a null `vqgan_path` (random VQGAN; smoke tests only).
+    `degradation`: the preset whose LQ faces the step reads ("large"; "colorization" trains the colorization
+    model, which the official recipe trains exactly like stage II: `CodeFormer_colorization.yml`)."""
 
     stage: int = 2
     model: CodeFormerConfig = field(default_factory=CodeFormerConfig)
     data: DataConfig = field(default_factory=lambda: DataConfig(degradations=("large",)))
+    degradation: str = "large"
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(
         lr=1e-4, schedule="multistep", milestones=(400_000, 450_000), gamma=0.5))
     losses: Stage2Losses = field(default_factory=Stage2Losses)
@@ -387,8 +407,9 @@ class Stage2Config:
     def __post_init__(self) -> None:
         if self.stage != 2:
             raise ConfigError(f"Stage2Config.stage: must be 2, got {self.stage}")
-        if "large" not in self.data.degradations:
-            raise ConfigError("Stage2Config.data.degradations must include 'large' (the stage-2 input)")
+        if self.degradation not in self.data.degradations:
+            raise ConfigError(f"Stage2Config.degradation {self.degradation!r} (the stage-2 input) must be one of "
+                              f"data.degradations {list(self.data.degradations)}")
         if self.data.size != self.model.vqgan.img_size:
             raise ConfigError(f"data.size {self.data.size} must equal model.vqgan.img_size")
         if self.vqgan_path is None and not self.random_init:
@@ -399,7 +420,10 @@ class Stage2Config:
 class Stage3Config:
     """Stage III: fidelity fusion with a w / degradation schedule; D from the stage-1 discriminator (spec §2.4,
     upstream #214). `codeformer_path`: stage-2 `net_g_ema.pth`; `discriminator_path`: stage-1 `net_d.pth` or
-    `vqgan_discriminator.pth`; `vqgan_path`: frozen HQ VQGAN for the target codes (unless `data.codes_path`)."""
+    `vqgan_discriminator.pth`; `vqgan_path`: frozen HQ VQGAN for the target codes (unless `data.codes_path`).
+    `init_from`: "codeformer" (G from `codeformer_path`, the restoration recipe) or "vqgan" (G's encoder, codebook
+    and generator from `vqgan_path`, transformer and fusion fresh: the official inpainting recipe, whose
+    `pretrain_network_g` is empty)."""
 
     stage: int = 3
     model: CodeFormerConfig = field(default_factory=CodeFormerConfig)
@@ -413,6 +437,7 @@ class Stage3Config:
     codeformer_path: str | None = None
     discriminator_path: str | None = None
     vqgan_path: str | None = None
+    init_from: str = "codeformer"
     random_init: bool = False
     run: RunConfig = field(default_factory=lambda: RunConfig("runs/stage3", 150_000, 0.997))
 
@@ -427,8 +452,15 @@ class Stage3Config:
                                   f"data.degradations {list(self.data.degradations)}")
         if self.data.size != self.model.vqgan.img_size:
             raise ConfigError(f"data.size {self.data.size} must equal model.vqgan.img_size")
-        needed = {"codeformer_path": self.codeformer_path,
-                  "vqgan_path": self.vqgan_path if self.data.codes_path is None else ""}
+        _check_choice("Stage3Config.init_from", self.init_from, INIT_FROM)
+        if self.init_from == "vqgan":
+            if self.codeformer_path is not None:
+                raise ConfigError("Stage3Config: init_from 'vqgan' starts G from vqgan_path; set codeformer_path "
+                                  "to null (or init_from: codeformer)")
+            needed = {"vqgan_path": self.vqgan_path}
+        else:
+            needed = {"codeformer_path": self.codeformer_path,
+                      "vqgan_path": self.vqgan_path if self.data.codes_path is None else ""}
         missing = [k for k, v in needed.items() if v is None]
         if missing and not self.random_init:
             raise ConfigError(f"Stage3Config: {', '.join(missing)} required (or random_init: true for smoke tests)")

@@ -137,11 +137,11 @@ class OnnxRestorer:
     """Runs an exported graph with onnxruntime behind the same `restore(x, w)` contract as `CodeFormer`, so
     `codeformer.face.pipeline.Restorer` can use it.
 
-    providers: onnxruntime execution providers (default: CPU). threads: intra-op threads (None: onnxruntime's
-    default). A graph exported with a fixed batch of 1 is run one image at a time.
+    providers: onnxruntime execution providers, names or (name, options) (default: CPU). threads: intra-op
+    threads (None: onnxruntime's default). A graph exported with a fixed batch of 1 is run one image at a time.
     """
 
-    def __init__(self, path: str | os.PathLike[str], providers: Sequence[str] | None = None,
+    def __init__(self, path: str | os.PathLike[str], providers: Sequence[str | tuple[str, dict]] | None = None,
                  threads: int | None = None) -> None:
         ort = _require("onnxruntime")
         options = ort.SessionOptions()

@@ -19,6 +19,7 @@ flicker of every track (`video_stats`).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import math
@@ -31,9 +32,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
-from codeformer.atomic import write_text
+from codeformer.atomic import remove_stale_temporaries, temp_path, write_text
+from codeformer.face import detection
 from codeformer.face.align import FACE_SIZE, invert_affine, similarity_least_squares, template, warp_face
 from codeformer.face.detection import (
     DETECT_SHORT_SIDE,
@@ -42,7 +45,6 @@ from codeformer.face.detection import (
     HybridDetector,
     filter_faces,
     hog_upsample_for,
-    make_detector,
     select_faces,
 )
 from codeformer.face.paste import face_roi, paste_back
@@ -60,6 +62,7 @@ from codeformer.video_io import (
     probe,
 )
 from codeformer.video_stats import FlickerMeter, FrameCounter, Worker, background, release_free_memory
+from codeformer.weights import cached_file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +108,12 @@ class VideoReport:
     peak_frames: int = 0
     reused_segments: int = 0
     seconds: float = 0.0
+    expected_frames: int = 0
+
+    @property
+    def missing_frames(self) -> int:
+        """Frames the input's header promises that were not written (a truncated file, undecodable packets)."""
+        return max(self.expected_frames - self.frames, 0)
 
     def summary(self) -> str:
         """A few lines for the terminal."""
@@ -119,6 +128,9 @@ class VideoReport:
         if len(self.tracks) > 10:
             lines.append(f"  ... {len(self.tracks) - 10} more tracks in the JSON report")
         lines += [f"  failed: {line}" for line in self.failures]
+        if self.missing_frames:
+            lines.append(f"  failed: {self.source}: {self.frames} of the {self.expected_frames} frames its header "
+                         f"promises were written ({self.missing_frames} missing: truncated or corrupt?)")
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
@@ -137,12 +149,42 @@ def _write_json(path: Path, data: dict) -> None:
     write_text(path, json.dumps(data, indent=1, sort_keys=True))
 
 
-def _fingerprint(source: Path, restorer: Restorer, opts: RestoreOptions, video: VideoOptions) -> dict:
-    """What must match for a resume: the input file and every option that changes the output."""
+def model_fingerprint(restorer: Restorer, model_info: dict | None = None) -> dict:
+    """What identifies the network's outputs: the runner class, its precision and device, and the weights —
+    the SHA-256 of the weight (or ONNX) file named in `model_info["weights"]` (`load_face_model`'s description;
+    hashed once per file and process), else of the tensors of the runner's torch model, else nothing more."""
+    model = restorer.model
+    info = model_info or {}
+    found: dict[str, object] = {"class": type(model).__name__}
+    for key in ("runtime", "precision", "device"):
+        value = info.get(key, getattr(model, key, None))
+        found[key] = None if value is None else str(value)
+    if info.get("weights"):
+        found["weights_sha256"] = cached_file_sha256(str(info["weights"]))
+    elif isinstance(getattr(model, "model", None), torch.nn.Module):
+        found["weights_sha256"] = state_dict_sha256(model.model.state_dict())
+    return found
+
+
+def state_dict_sha256(state: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over the names, shapes, dtypes and bytes of a state dict's tensors (in name order)."""
+    h = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name].detach().cpu().contiguous()
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
+        h.update(t.flatten().view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def _fingerprint(source: Path, restorer: Restorer, opts: RestoreOptions, video: VideoOptions,
+                 model_info: dict | None) -> dict:
+    """What must match for a resume: the input file, the network and its weights, and every option that changes
+    the output."""
     st = source.stat()
     settings = dataclasses.asdict(dataclasses.replace(video, resume=False, progress=False))
     return {"source": str(source.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-            "model": type(restorer.model).__name__, "restore": dataclasses.asdict(opts), "video": settings}
+            "model": model_fingerprint(restorer, model_info), "restore": dataclasses.asdict(opts),
+            "video": settings}
 
 
 def _prepare_work(work: Path, fingerprint: dict, resume: bool) -> tuple[int, dict | None]:
@@ -180,7 +222,7 @@ def track_frames(frames: Iterator[DecodedFrame], restorer: Restorer, opts: Resto
     for frame in frames:
         faces = filter_faces(restorer.detector.detect(frame.rgb, min_face=opts.min_face), min_face=opts.min_face)
         faces = select_faces(faces, opts.faces, frame.rgb.shape)
-        tracked = tracker.update(faces, float(frame.pts * info.time_base))
+        tracked = tracker.update(faces, float(frame.pts * info.time_base), frame.rgb)  # pixels: no fill past a cut
         segment_end = (frame.index + 1) % segment_frames == 0
         yield TrackedFrame(frame, tracked, tracker.state_dict() if segment_end else None)
 
@@ -333,7 +375,7 @@ def _make_report(run: _Run, source: Path, target: Path, video: VideoOptions, fai
     tracks = {k: {"frames": s.frames, "detected": s.detected, "filled": s.frames - s.detected,
                   "flicker": s.flicker} for k, s in sorted(run.meter.tracks.items())}
     return VideoReport(str(source), str(target), run.frames, failures, run.faces, tracks, run.meter.overall(),
-                       video.tracking.smooth, run.counter.peak, reused, seconds)
+                       video.tracking.smooth, run.counter.peak, reused, seconds, run.info.frames)
 
 
 def _warn_slow_detection(restorer: Restorer, opts: RestoreOptions, info: VideoInfo) -> None:
@@ -356,11 +398,15 @@ def report_path(target: Path) -> Path:
 
 
 def restore_video(restorer: Restorer, source: str | os.PathLike[str], target: str | os.PathLike[str],
-                  opts: RestoreOptions | None = None, video: VideoOptions | None = None) -> VideoReport:
+                  opts: RestoreOptions | None = None, video: VideoOptions | None = None,
+                  model_info: dict | None = None) -> VideoReport:
     """Restore every face of the video `source` into `target` (format by extension), keeping its audio (copied),
     timestamps, rotation and duration. opts: per-face options (w, upscale, faces, min_face, batch_size);
-    video: encoding, window, segments, tracking, resume. Writes the report JSON beside `target`.
-    Raises `VideoError` (one line naming the file) when the input cannot be used or the output not written."""
+    video: encoding, window, segments, tracking, resume. model_info: `backends.load_face_model`'s description
+    (its weights file is hashed so a resume never mixes outputs of other weights, runtime or precision).
+    Writes the report JSON beside `target`.
+    Raises `VideoError` (one line naming the file) when the input cannot be used or the output not written.
+    Frames missing against the header (`VideoReport.missing_frames`) are reported, not silently dropped."""
     started = time.perf_counter()
     opts = opts or restorer.options
     video = video or VideoOptions()
@@ -371,12 +417,15 @@ def restore_video(restorer: Restorer, source: str | os.PathLike[str], target: st
         raise VideoError(f"{target}: WebM holds only {', '.join(WEBM_CODECS)} video; choose one with --codec")
     info = probe(source)
     if restorer.detector is None:  # as Restorer.detect does on first use
-        restorer.detector = make_detector()
+        restorer.detector = detection.make_detector()
     _warn_slow_detection(restorer, opts, info)
-    if target.exists() and target.resolve() == source.resolve():
+    if target.is_dir():  # found now, not after the whole video was restored
+        raise VideoError(f"{target}: is a folder; give the output video's file name")
+    if target.exists() and os.path.samefile(target, source):  # also through a symlink or a hard link
         raise VideoError(f"{target}: the output would overwrite the input")
+    remove_stale_temporaries(target.parent, time.time())  # what a killed run left beside the target
     work = work_dir(target)
-    done, state = _prepare_work(work, _fingerprint(source, restorer, opts, video), video.resume)
+    done, state = _prepare_work(work, _fingerprint(source, restorer, opts, video, model_info), video.resume)
     tracker = Tracker.from_state(state["tracker"], video.tracking) if state else Tracker(video.tracking)
     meter = FlickerMeter(opts.upscale)
     run = _Run(info, work, tracker, meter, FrameCounter(), segment=done)
@@ -387,7 +436,7 @@ def restore_video(restorer: Restorer, source: str | os.PathLike[str], target: st
     failures: list[str] = []
     _process(run, restorer, opts, video, state["next_index"] if state else 0, failures)
     segments = [work / f"seg_{k:05d}.mp4" for k in range(run.segment)]
-    tmp = target.with_name(f".{target.stem}.partial{target.suffix}")
+    tmp = temp_path(target, suffix=target.suffix)  # the muxer picks the format by the extension
     try:
         mux_output(segments, info, tmp)
         os.replace(tmp, target)

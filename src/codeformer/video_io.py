@@ -27,6 +27,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
+_IMAGE_DEMUXERS = ("image2", "gif", "apng", "webp", "ico")  # and every "*_pipe" (jpeg_pipe, png_pipe, ...)
 
 
 class VideoError(Exception):
@@ -36,7 +37,8 @@ class VideoError(Exception):
 @dataclass(frozen=True)
 class VideoInfo:
     """What the pipeline needs to know about an input. width, height: coded size (before rotation). rate:
-    average frame rate. time_base: of the video stream. frames: count from the header (0 when unknown).
+    average frame rate. time_base: of the video stream. frames: count the header promises (`expected_frames`; 0 when
+    it says nothing).
     rotation: counter-clockwise degrees the display applies (0, 90, 180, 270). audio: number of audio streams."""
 
     path: Path
@@ -71,9 +73,27 @@ def _open_input(path: Path) -> av.container.InputContainer:
     if path.stat().st_size == 0:
         raise VideoError(f"{path}: empty file (0 bytes)")
     try:
-        return av.open(str(path), "r")
+        container = av.open(str(path), "r")
     except av.error.FFmpegError as exc:
         raise VideoError(f"{path}: not a readable video ({exc.strerror or type(exc).__name__})") from exc
+    kind = container.format.name
+    if kind.endswith("_pipe") or kind in _IMAGE_DEMUXERS:  # FFmpeg reads a still image as a one-frame "video"
+        container.close()
+        raise VideoError(f"{path}: not a video container (FFmpeg reads it as {kind} image data); give a video file")
+    return container
+
+
+def expected_frames(stream: av.stream.Stream) -> int:
+    """Frames the header promises: its frame count when it has one; else a lower bound from its duration × average
+    rate (2 % and one frame below the estimate, so a variable frame rate is not taken for lost frames); 0 when it
+    says neither."""
+    if stream.frames:
+        return int(stream.frames)
+    rate = stream.average_rate or stream.guessed_rate
+    if stream.duration and stream.time_base and rate:
+        estimate = float(stream.duration * stream.time_base * rate)
+        return max(int(estimate * 0.98) - 1, 0)
+    return 0
 
 
 def probe(path: str | os.PathLike[str]) -> VideoInfo:
@@ -96,7 +116,7 @@ def probe(path: str | os.PathLike[str]) -> VideoInfo:
             raise VideoError(f"{path}: the video stream has no decodable frame (codec {codec})")
         rate = stream.average_rate or stream.guessed_rate or Fraction(25)
         return VideoInfo(path, codec, first.width, first.height, Fraction(rate), Fraction(stream.time_base),
-                         int(stream.frames or 0), int(first.rotation) % 360, len(container.streams.audio))
+                         expected_frames(stream), int(first.rotation) % 360, len(container.streams.audio))
 
 
 def upright(rgb: np.ndarray, rotation: int) -> np.ndarray:

@@ -4,7 +4,8 @@ Lookup order in `resolve`: an explicit path, then an environment variable chosen
 cache (`$CODEFORMER_HOME/weights`, else `$XDG_CACHE_HOME/codeformer/weights`, else
 `~/.cache/codeformer/weights`), then a download. Downloads stream into a temporary file beside the target,
 are checked for length, size and SHA-256, and only then moved into place with `os.replace`; a failed
-transfer leaves nothing behind. Files whose full hash is not published are trusted on first use: the hash
+transfer leaves nothing behind, and the `.part` file of a killed one is removed by the next download. Files
+whose full hash is not published are trusted on first use: the hash
 of the first good copy is written to `<file>.sha256` and every later use is checked against it.
 
 `CODEFORMER_OFFLINE=1` (or `offline=True`) forbids all network access. `CODEFORMER_MIRROR=http://host[/prefix]`
@@ -13,12 +14,13 @@ replaces the origin (scheme and host) of every download URL.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import http.client
 import logging
 import os
 import sys
-import tempfile
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -27,10 +29,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from codeformer.atomic import remove_stale_temporaries, temp_path
+
 logger = logging.getLogger(__name__)
 
-__all__ = ["WEIGHTS", "WeightFile", "WeightsError", "cache_path", "describe", "file_sha256", "get",
-           "home_dir", "is_cached", "is_offline", "resolve", "weights_dir"]
+__all__ = ["WEIGHTS", "WeightFile", "WeightsError", "cache_path", "cached_file_sha256", "describe", "file_sha256",
+           "get", "home_dir", "is_cached", "is_offline", "resolve", "weights_dir"]
 
 _RELEASE = "https://github.com/sczhou/CodeFormer/releases/download/v0.1.0/"
 _SLAB = "S-Lab License 1.0 (non-commercial)"
@@ -81,6 +85,15 @@ WEIGHTS: tuple[WeightFile, ...] = (
                "RetinaFace ResNet-50 face detector (facelib)"),
     WeightFile("parsing_parsenet.pth", _RELEASE + "parsing_parsenet.pth", None, None, _SLAB,
                "ParseNet face parsing network (facelib)"),
+    # The official script fetches x2plus from the CodeFormer release; Real-ESRGAN's own v0.2.1 copy is
+    # 67,061,725 bytes, sha256 49fafd45f8fd7aa8d31ab2a22d14d91b536c34494a5cfe31eb5d89c2fa266abb (downstream pins),
+    # but no hash of the CodeFormer copy is published, so it is trusted on first use.
+    WeightFile("RealESRGAN_x2plus.pth", _RELEASE + "RealESRGAN_x2plus.pth", None, None,
+               "BSD-3-Clause (Real-ESRGAN)", "Real-ESRGAN x2 RRDBNet background / face upsampler"),
+    WeightFile("RealESRGAN_x4plus.pth",
+               "https://github.com/xinntao/Real-ESRGAN/releases/download/v0.1.0/RealESRGAN_x4plus.pth", 67_040_989,
+               "4fa0d38905f75ac06eb49a7951b426670021be3018265fd191d2125df9d682f1", "BSD-3-Clause (Real-ESRGAN)",
+               "Real-ESRGAN x4 RRDBNet upsampler"),
     WeightFile("vgg16-397923af.pth", "https://download.pytorch.org/models/vgg16-397923af.pth", None, None,
                "BSD-3-Clause (torchvision)", "ImageNet VGG16 backbone for the LPIPS perceptual loss",
                sha256_prefix="397923af"),
@@ -150,6 +163,19 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def cached_file_sha256(path: str | os.PathLike[str]) -> str:
+    """`file_sha256` of `path`, computed once per (resolved path, size, mtime): a 376 MB weight file is hashed
+    once per process however many videos or resumes ask for it."""
+    path = Path(path).resolve()
+    st = path.stat()
+    return _sha256_of(str(path), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
+    return file_sha256(Path(path))
+
+
 def _source_url(entry: WeightFile, url: str | None) -> str:
     if url:
         return url
@@ -178,9 +204,9 @@ def _read_stamp(path: Path) -> str | None:
 
 
 def _write_stamp(path: Path, digest: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".sha256.part")
+    tmp = temp_path(path.with_name(path.name + ".sha256"), suffix=".part")
     try:
-        with os.fdopen(fd, "w", encoding="ascii") as f:
+        with open(tmp, "x", encoding="ascii") as f:
             f.write(f"{digest}  {path.name}\n")
         os.replace(tmp, _stamp(path))
     except BaseException:
@@ -219,15 +245,15 @@ def _verify_cached(entry: WeightFile, path: Path, url: str, env_var: str | None)
 
 def _download(entry: WeightFile, url: str, target: Path, env_var: str | None, progress: bool) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    tmp = Path(tmp_name)
+    remove_stale_temporaries(target.parent, time.time())  # what a killed download left
+    tmp = temp_path(target, suffix=".part")
     hasher = hashlib.sha256()
     total = 0
     done = False
     logger.info("downloading %s from %s", entry.name, url)
     try:
         request = urllib.request.Request(url, headers={"User-Agent": "codeformer-weights/0.1"})
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(request, timeout=_TIMEOUT_S) as resp:
+        with open(tmp, "xb") as out, urllib.request.urlopen(request, timeout=_TIMEOUT_S) as resp:
             header = resp.headers.get("Content-Length")
             expected = int(header) if header and header.isdigit() else entry.size
             if header and entry.size is not None and expected != entry.size:

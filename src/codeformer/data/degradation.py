@@ -22,11 +22,13 @@ __all__ = [
     "SMALL",
     "add_gaussian_noise",
     "blur",
+    "brush_stroke_mask",
     "color_jitter",
     "degrade",
     "downsample",
     "gaussian_kernel",
     "jpeg",
+    "paint_white",
     "quantize_8bit",
     "random_kernel",
     "resize_back",
@@ -181,6 +183,49 @@ def to_grey(img: np.ndarray) -> np.ndarray:
     return np.repeat(grey[:, :, None], 3, axis=2)
 
 
+def brush_stroke_mask(
+    height: int,
+    width: int,
+    rng: np.random.Generator,
+    count: tuple[int, int] = (1, 3),
+    vertices: tuple[int, int] = (8, 27),
+    stroke_width: tuple[float, float] = (30.0, 70.0),
+) -> np.ndarray:
+    """Free-form brush strokes, the official inpainting holes (DeepFill v2 style), as an H×W bool mask.
+
+    Each of `count` strokes (inclusive range) is a polyline of `vertices` + 1 points: a random start, then steps
+    of length ~ N(r, r // 2) clipped to [0, 2r] with r = √(H² + W²) / 8, turning by angles that alternate around
+    ±2π/5 (spread up to 2π/12), every point clipped to the image. The line has a width ~ U(`stroke_width`), given
+    in pixels of a 512 image and scaled by min(H, W) / 512, with round caps at the points.
+    """
+    mean_angle, angle_spread = 2 * math.pi / 5, 2 * math.pi / 12
+    radius = math.sqrt(height * height + width * width) / 8
+    scale = min(height, width) / 512.0
+    canvas = np.zeros((height, width), np.uint8)
+    for _ in range(int(rng.integers(count[0], count[1] + 1))):
+        n = int(rng.integers(vertices[0], vertices[1] + 1))
+        low = mean_angle - rng.uniform(0, angle_spread)
+        high = mean_angle + rng.uniform(0, angle_spread)
+        turns = [rng.uniform(low, high) for _ in range(n)]
+        angles = [2 * math.pi - a if i % 2 == 0 else a for i, a in enumerate(turns)]
+        points = [(int(rng.integers(0, width)), int(rng.integers(0, height)))]
+        for angle in angles:
+            step = float(np.clip(rng.normal(radius, radius // 2), 0, 2 * radius))
+            x = float(np.clip(points[-1][0] + step * math.cos(angle), 0, width))
+            y = float(np.clip(points[-1][1] + step * math.sin(angle), 0, height))
+            points.append((int(x), int(y)))
+        thickness = max(1, int(rng.uniform(*stroke_width) * scale))
+        cv2.polylines(canvas, [np.array(points, np.int32)], False, 1, thickness)
+        for point in points:
+            cv2.circle(canvas, point, thickness // 2, 1, -1)
+    return canvas.astype(bool)
+
+
+def paint_white(img: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """`img` (H×W×3 float32) with the pixels of the H×W bool `mask` set to pure white (1.0). Returns a copy."""
+    return np.where(mask[:, :, None], np.float32(1.0), img).astype(np.float32)
+
+
 def quantize_8bit(img: np.ndarray) -> np.ndarray:
     """Round to the nearest of the 256 levels k/255 and clip to [0, 1]. Returns float32."""
     return (np.clip(np.rint(img * 255.0), 0, 255) / 255.0).astype(np.float32)
@@ -190,7 +235,8 @@ def degrade(hq: np.ndarray, cfg: DegradationConfig, rng: np.random.Generator) ->
     """Make a synthetic low-quality input from a high-quality face, in the official order.
 
     blur (random kernel) → bilinear down by r → Gaussian noise + clip → JPEG → bilinear back to the HQ size
-    → optional RGB shift → optional grey → optional torch-style colour jitter → round to 8 bits.
+    (all only with `cfg.corrupt`) → white brush strokes (only with `cfg.brush_strokes`) → optional RGB shift
+    → optional grey → optional torch-style colour jitter → round to 8 bits.
 
     The colour steps follow the official dataset code: the RGB shift and the grey conversion run on the
     numpy image, the torch-style jitter after them (so a grey image stays grey). Every optional step draws
@@ -208,11 +254,15 @@ def degrade(hq: np.ndarray, cfg: DegradationConfig, rng: np.random.Generator) ->
         raise ValueError(f"expected an H×W×3 image, got shape {hq.shape}")
     height, width = hq.shape[:2]
     img = hq.astype(np.float32, copy=False)
-    img = blur(img, random_kernel(rng, cfg.blur_sigma, cfg.kernel_size, cfg.iso_prob))
-    img = downsample(img, rng.uniform(*cfg.downsample_range))
-    img = add_gaussian_noise(img, rng.uniform(*cfg.noise_range) / 255.0, rng)
-    img = jpeg(img, int(rng.uniform(*cfg.jpeg_range)))
-    img = resize_back(img, height, width)
+    if cfg.corrupt:
+        img = blur(img, random_kernel(rng, cfg.blur_sigma, cfg.kernel_size, cfg.iso_prob))
+        img = downsample(img, rng.uniform(*cfg.downsample_range))
+        img = add_gaussian_noise(img, rng.uniform(*cfg.noise_range) / 255.0, rng)
+        img = jpeg(img, int(rng.uniform(*cfg.jpeg_range)))
+        img = resize_back(img, height, width)
+    if cfg.brush_strokes:
+        img = paint_white(img, brush_stroke_mask(height, width, rng, cfg.brush_count, cfg.brush_vertices,
+                                                 cfg.brush_width))
     if rng.random() < cfg.rgb_shift_prob:
         img = rgb_shift(img, rng, cfg.rgb_shift / 255.0)
     if rng.random() < cfg.gray_prob:

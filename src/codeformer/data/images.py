@@ -14,7 +14,6 @@ import contextlib
 import io
 import numbers
 import os
-import secrets
 import stat
 import struct
 import zlib
@@ -26,6 +25,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from codeformer.atomic import temp_path
 from codeformer.data._imagebytes import (
     EXIF_HEAD,
     ORIENTATION,
@@ -200,11 +200,15 @@ def read_image(source: str | os.PathLike[str] | bytes, name: str | None = None,
 
 def _read_bytes(path: str | os.PathLike[str], label: str, max_pixels: int) -> bytes:
     try:
+        # Checked before opening: opening a FIFO for reading blocks until a writer comes, i.e. forever.
+        kind = special_file_kind(path)
+        if kind is not None:
+            raise ImageReadError(label, f"not a regular file ({kind})")
         with open(path, "rb") as f:
             st = os.fstat(f.fileno())
             if stat.S_ISDIR(st.st_mode):
                 raise IsADirectoryError
-            if not stat.S_ISREG(st.st_mode):  # a FIFO or /dev/zero could be read forever
+            if not stat.S_ISREG(st.st_mode):  # swapped for something else since the check
                 raise ImageReadError(label, "not a regular file")
             if st.st_size > 8 * max_pixels + (64 << 20):  # beyond 16-bit RGBA at the pixel limit
                 raise ImageReadError(label, f"file too large ({st.st_size / 1e9:.1f} GB)")
@@ -217,6 +221,22 @@ def _read_bytes(path: str | os.PathLike[str], label: str, max_pixels: int) -> by
         raise ImageReadError(label, "is a directory" if os.path.isdir(path) else "permission denied") from None
     except OSError as exc:
         raise ImageReadError(label, f"cannot read file ({exc.strerror or exc})") from exc
+
+
+def special_file_kind(path: str | os.PathLike[str]) -> str | None:
+    """"FIFO", "socket", "device" for such a file (after following links), None for a regular file, a folder
+    or a missing path. Reading a FIFO or a device can block or never end, so these are never opened."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    if stat.S_ISFIFO(mode):
+        return "FIFO"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "device"
+    return None
 
 
 def _open_lazy(data: bytes, label: str) -> Image.Image:
@@ -354,14 +374,13 @@ def write_image(path: str | os.PathLike[str], pic: Picture, format: str | None =
     at 100 is lossless). ICC and EXIF are kept by JPEG, PNG, WEBP, AVIF and TIFF (not EXIF by 16-bit
     colour TIFF); 16-bit is kept by PNG and TIFF and reduced to 8-bit elsewhere; JPEG/BMP have no
     alpha, so RGBA is flattened onto white.
-    The data go to ``.<name>.tmp-<random>`` in the same folder, are fsynced and renamed over
+    The data go to ``.<name>.tmp-<pid>-<random>`` in the same folder, are fsynced and renamed over
     ``path`` (keeping an old file's permissions); on any failure the temp file is removed and an old
     ``path`` is left untouched. Raises ImageWriteError (one line) on failure.
     """
     path = Path(os.path.realpath(path)) if os.path.islink(path) else Path(path)  # keep a symlink, update its file
     fmt = _format_name(format) if format else format_from_extension(path)
-    short = path.name if len(path.name.encode()) <= 200 else path.name[:50]  # room for the temp suffix
-    tmp = path.with_name(f".{short}.tmp-{secrets.token_hex(6)}")
+    tmp = temp_path(path)  # cut by bytes; a crash's leftover is swept by `atomic.remove_stale_temporaries`
     try:
         with open(tmp, "xb") as f:
             note = _encode_into(f, pic, fmt, quality)

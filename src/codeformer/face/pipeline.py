@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from codeformer.data.images import Picture, from_rgb_float, rgb_float
+from codeformer.face import detection
 from codeformer.face.align import (
     FACE_SIZE,
     crop_side_in_image,
@@ -34,8 +35,10 @@ from codeformer.face.align import (
     transform_points,
     warp_face,
 )
-from codeformer.face.detection import SELECTIONS, Face, FaceDetector, filter_faces, make_detector, select_faces
+from codeformer.face.detection import SELECTIONS, Face, FaceDetector, filter_faces, select_faces
 from codeformer.face.paste import paste_back
+from codeformer.oom import BatchLimit, run_in_chunks
+from codeformer.runtime import host_to_device
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +53,22 @@ class FaceModel(Protocol):
         ...
 
 
+# The fidelity range every entry point accepts: what the official inference script, its demos and these docs
+# promise. Training reached w = 1.3 (spec §2), but no released tool exposes w > 1 and nothing measured it here.
+W_RANGE = (0.0, 1.0)
+
+
+def check_w(w: float, what: str = "w") -> float:
+    """`w` if it lies in W_RANGE (NaN does not), else ValueError naming `what`."""
+    if not W_RANGE[0] <= w <= W_RANGE[1]:
+        raise ValueError(f"{what} must be in [{W_RANGE[0]:g}, {W_RANGE[1]:g}], got {w}")
+    return w
+
+
 @dataclass(frozen=True)
 class RestoreOptions:
-    """How to restore one photo. w: fidelity in [0, 1] (0 = most restoration, 1 = closest to the input; values
-    up to 2 are accepted as the network was trained up to 1.3). upscale: integer output scale. faces: which
+    """How to restore one photo. w: fidelity in W_RANGE = [0, 1] (0 = most restoration, 1 = closest to the
+    input), the one range the CLI, the API and the server accept. upscale: integer output scale. faces: which
     faces to restore (all | largest | center). min_face: smallest face box side in input px. aligned: the input
     is already an aligned face crop. batch_size: faces per model call. draw_boxes: green box around each face.
     adain: the model's AdaIN of the predicted latent (the official inference default)."""
@@ -68,8 +83,7 @@ class RestoreOptions:
     adain: bool = True
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.w <= 2.0:
-            raise ValueError(f"w must be in [0, 2] (usually [0, 1]), got {self.w}")
+        check_w(self.w)
         if int(self.upscale) != self.upscale or not 1 <= self.upscale <= 8:
             raise ValueError(f"upscale must be an integer from 1 to 8, got {self.upscale}")
         if self.faces not in SELECTIONS:
@@ -96,6 +110,18 @@ class FaceResult:
     restored: np.ndarray = field(repr=False)
     affine: np.ndarray = field(repr=False)
     detector: str = "unknown"
+
+
+@dataclass
+class Prepared:
+    """A photo's faces ready for the network (`Restorer.prepare`). faces: the detections (empty for an aligned
+    input); affines: 2×3 float64 input → crop, one per face; crops: N×512×512×3 float32 RGB in [0, 1];
+    timings: seconds of the stages so far."""
+
+    faces: list[Face]
+    affines: list[np.ndarray]
+    crops: np.ndarray
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -203,28 +229,34 @@ class Restorer:
         self.detector = detector
         self.device = torch.device(device)
         self.options = options or RestoreOptions()
+        self.batch_limit = BatchLimit()
 
     def detect(self, rgb: np.ndarray, options: RestoreOptions | None = None) -> list[Face]:
         """Faces to restore in H×W×3 float32 `rgb`: detected, filtered by min_face, eye distance and landmark
         sanity, then selected (all | largest | center)."""
         opts = options or self.options
         if self.detector is None:
-            self.detector = make_detector()
+            self.detector = detection.make_detector()  # looked up at call time, so tests can stand in
         faces = self.detector.detect(to_uint8(rgb), min_face=opts.min_face)
         faces = filter_faces(faces, min_face=opts.min_face)
         return select_faces(faces, opts.faces, rgb.shape)
 
     def restore_crops(self, crops: np.ndarray, options: RestoreOptions | None = None) -> np.ndarray:
         """Run the model on N×512×512×3 float32 crops in [0, 1], `batch_size` at a time, under no_grad.
-        Returns N×512×512×3 float32 in [0, 1]."""
+        Returns N×512×512×3 float32 in [0, 1].
+
+        Each chunk goes to the device as it is (N×H×W×3, through pinned memory on CUDA) and is scaled and
+        permuted there into (B, 3, 512, 512) in [-1, 1]; a chunk that runs out of device memory is split in
+        halves and the smaller batch is kept for the rest of the run (`self.batch_limit.notes` says when)."""
         opts = options or self.options
         kwargs = _model_kwargs(self.model, opts.adain)
         out = np.empty_like(crops, dtype=np.float32)
         with torch.no_grad():
             for start in range(0, len(crops), opts.batch_size):
-                chunk = torch.from_numpy(np.ascontiguousarray(crops[start:start + opts.batch_size]))
-                x = chunk.permute(0, 3, 1, 2).to(self.device, torch.float32) * 2.0 - 1.0  # (B, 3, 512, 512)
-                y = self.model.restore(x, w=opts.w, **kwargs)
+                chunk = torch.from_numpy(np.ascontiguousarray(crops[start:start + opts.batch_size], np.float32))
+                # one copy of the NHWC block to the device; scaled and made NCHW there
+                x = (host_to_device(chunk, self.device).permute(0, 3, 1, 2) * 2.0 - 1.0).contiguous()
+                y = run_in_chunks(self.model.restore, x, opts.w, self.batch_limit, **kwargs)
                 if tuple(y.shape) != tuple(x.shape):
                     raise ValueError(f"model returned shape {tuple(y.shape)} for input {tuple(x.shape)}")
                 y = (y.float().clamp(-1.0, 1.0) + 1.0) / 2.0
@@ -232,61 +264,94 @@ class Restorer:
         return out
 
     def restore(self, image: Picture | np.ndarray, options: RestoreOptions | None = None) -> RestoreResult:
-        """Restore all selected faces of `image` (a Picture or an H×W[×C] array, see `as_rgb_float`)."""
+        """Restore all selected faces of `image` (a Picture or an H×W[×C] array, see `as_rgb_float`):
+        `prepare`, then `restore_crops`, then `finish`."""
         opts = options or self.options
         rgb, grey = as_rgb_float(image)
+        prepared = self.prepare(rgb, opts)
+        return self.finish(image, rgb, grey, prepared, self._run_network(prepared, opts), opts)
+
+    def _run_network(self, prepared: Prepared, opts: RestoreOptions) -> np.ndarray:
+        t0 = time.perf_counter()
+        restored = self.restore_crops(prepared.crops, opts) if len(prepared.crops) else prepared.crops
+        prepared.timings["restore"] = time.perf_counter() - t0
+        return restored
+
+    def _restore_photo(self, rgb: np.ndarray, grey: bool,
+                       opts: RestoreOptions) -> tuple[np.ndarray, list[FaceResult], dict[str, float]]:
+        """prepare → network → paste on H×W×3 float32 `rgb`, without boxes or the Picture layout: (H'×W'×3
+        float32, faces, timings). For subclasses that build their own output (`face.colorize.Colorizer`);
+        `_restore_aligned` is the same call (`opts.aligned` decides)."""
+        prepared = self.prepare(rgb, opts)
+        restored = self._run_network(prepared, opts)
+        out_rgb, faces, timings = self._paste(rgb, grey, prepared, restored, opts)
+        return out_rgb, faces, timings
+
+    _restore_aligned = _restore_photo
+
+    def prepare(self, rgb: np.ndarray, options: RestoreOptions | None = None) -> Prepared:
+        """The CPU half before the network: detect and align the faces of H×W×3 float32 `rgb` (or, with
+        `aligned`, resize the whole crop to 512). The cluster engine runs it apart from the model."""
+        opts = options or self.options
+        t0 = time.perf_counter()
         if opts.aligned:
-            out_rgb, faces, timings = self._restore_aligned(rgb, grey, opts)
-        else:
-            out_rgb, faces, timings = self._restore_photo(rgb, grey, opts)
+            crops = cv2.resize(rgb, (FACE_SIZE, FACE_SIZE), interpolation=cv2.INTER_LINEAR)[None]
+            return Prepared([], [], crops, {"detect": 0.0, "align": time.perf_counter() - t0})
+        detected = self.detect(rgb, opts)
+        t1 = time.perf_counter()
+        affines = [estimate_affine(face.landmarks5) for face in detected]
+        crops = np.stack([warp_face(rgb, m) for m in affines]) if affines else np.zeros((0, 512, 512, 3), np.float32)
+        return Prepared(detected, affines, crops, {"detect": t1 - t0, "align": time.perf_counter() - t1})
+
+    def finish(self, image: Picture | np.ndarray, rgb: np.ndarray, grey: bool, prepared: Prepared,
+               restored: np.ndarray, options: RestoreOptions | None = None) -> RestoreResult:
+        """The CPU half after the network: grey faces back to grey, paste into `rgb` (`as_rgb_float(image)`,
+        grey its flag), boxes, and the output in `image`'s layout. restored: N×512×512×3 float32 in [0, 1]."""
+        opts = options or self.options
+        out_rgb, faces, timings = self._paste(rgb, grey, prepared, restored, opts)
         if opts.draw_boxes:
             out_rgb = draw_boxes(out_rgb, [f.box for f in faces], opts.upscale)
         if isinstance(image, Picture):
             return RestoreResult(from_rgb_float(image, out_rgb), faces, timings)
         return RestoreResult(np.clip(out_rgb, 0.0, 1.0).astype(np.float32), faces, timings)
 
-    def _restore_photo(self, rgb: np.ndarray, grey: bool,
-                       opts: RestoreOptions) -> tuple[np.ndarray, list[FaceResult], dict[str, float]]:
-        timings = {}
+    def _paste(self, rgb: np.ndarray, grey: bool, prepared: Prepared, restored: np.ndarray,
+               opts: RestoreOptions) -> tuple[np.ndarray, list[FaceResult], dict[str, float]]:
+        timings = dict(prepared.timings)
         t0 = time.perf_counter()
-        detected = self.detect(rgb, opts)
-        t1 = time.perf_counter()
-        affines = [estimate_affine(face.landmarks5) for face in detected]
-        crops = np.stack([warp_face(rgb, m) for m in affines]) if affines else np.zeros((0, 512, 512, 3), np.float32)
-        t2 = time.perf_counter()
-        restored = self.restore_crops(crops, opts) if len(crops) else crops
+        if opts.aligned:
+            out_rgb, faces = self._finish_aligned(rgb, grey, prepared.crops[0], restored[0], opts)
+        else:
+            out_rgb, faces = self._finish_photo(rgb, grey, prepared, restored, opts)
+        timings["paste"] = time.perf_counter() - t0
+        log.debug("%d face(s); timings %s", len(faces), timings)
+        return out_rgb, faces, timings
+
+    def _finish_photo(self, rgb: np.ndarray, grey: bool, prepared: Prepared, restored: np.ndarray,
+                      opts: RestoreOptions) -> tuple[np.ndarray, list[FaceResult]]:
+        crops, affines = prepared.crops, prepared.affines
         if grey and len(crops):
             restored = _to_grey(restored, crops, rgb)
-        t3 = time.perf_counter()
         out = paste_back(rgb, list(restored), [invert_affine(m) for m in affines], opts.upscale)
-        t4 = time.perf_counter()
-        timings.update(detect=t1 - t0, align=t2 - t1, restore=t3 - t2, paste=t4 - t3)
-        log.debug("%d face(s); timings %s", len(detected), timings)
         results = [
             FaceResult(face.box, face.score, face.landmarks5, crop_side_in_image(m), opts.w,
                        to_uint8(crop), to_uint8(rest), m, face.detector)
-            for face, m, crop, rest in zip(detected, affines, crops, restored, strict=True)
+            for face, m, crop, rest in zip(prepared.faces, affines, crops, restored, strict=True)
         ]
-        return out, results, timings
+        return out, results
 
-    def _restore_aligned(self, rgb: np.ndarray, grey: bool,
-                         opts: RestoreOptions) -> tuple[np.ndarray, list[FaceResult], dict[str, float]]:
+    def _finish_aligned(self, rgb: np.ndarray, grey: bool, crop: np.ndarray, restored: np.ndarray,
+                        opts: RestoreOptions) -> tuple[np.ndarray, list[FaceResult]]:
         h, w = rgb.shape[:2]
-        t0 = time.perf_counter()
-        crop = cv2.resize(rgb, (FACE_SIZE, FACE_SIZE), interpolation=cv2.INTER_LINEAR)
-        t1 = time.perf_counter()
-        restored = self.restore_crops(crop[None], opts)[0]
         if grey:
             restored = _to_grey(restored[None], crop[None], rgb)[0]
-        t2 = time.perf_counter()
         out_size = (w * opts.upscale, h * opts.upscale)
         shrink = out_size[0] * out_size[1] < FACE_SIZE * FACE_SIZE
         out = cv2.resize(restored, out_size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LANCZOS4)
         out = np.clip(out, 0.0, 1.0)  # Lanczos overshoots
-        t3 = time.perf_counter()
         affine = np.array([[FACE_SIZE / w, 0.0, 0.0], [0.0, FACE_SIZE / h, 0.0]])
         affine[:, 2] = (FACE_SIZE / np.array([w, h]) - 1) / 2  # pixel centres, as cv2.resize maps them
         landmarks = transform_points(template(), invert_affine(affine))
         face = FaceResult((0.0, 0.0, float(w), float(h)), 1.0, landmarks, float(max(w, h)), opts.w,
                           to_uint8(crop), to_uint8(restored), affine, "aligned")
-        return out, [face], {"detect": 0.0, "align": t1 - t0, "restore": t2 - t1, "paste": t3 - t2}
+        return out, [face]

@@ -29,11 +29,13 @@ from codeformer.face.batch import (
     OutputOptions,
     expand_inputs,
     one_line_error,
-    output_path,
+    plan_outputs,
+    prepare_outdir,
     restore_file,
+    sweep_temporaries,
 )
 from codeformer.face.contact_sheet import face_card, write_contact_sheet
-from codeformer.face.pipeline import RestoreOptions, Restorer, RestoreResult
+from codeformer.face.pipeline import RestoreOptions, Restorer, RestoreResult, check_w
 from codeformer.face.report import ReportThresholds, flag_summary, report_faces, thresholds_record
 from codeformer.metrics.identity import IdentityEmbedder
 
@@ -58,9 +60,8 @@ class ReviewOptions:
     def __post_init__(self) -> None:
         if self.report is not None and self.report not in REPORT_KINDS:
             raise ValueError(f"report must be one of {', '.join(REPORT_KINDS)}, got {self.report!r}")
-        bad = [w for w in self.sweep if not 0.0 <= w <= 2.0]
-        if bad:
-            raise ValueError(f"w-sweep values must be in [0, 2], got {bad}")
+        for w in self.sweep:
+            check_w(w, "w-sweep values")
 
 
 def parse_sweep(text: str) -> tuple[float, ...]:
@@ -115,16 +116,17 @@ def run_reviewed_batch(restorer: Restorer, inputs: Iterable[str], opts: RestoreO
     start = time.perf_counter()
     report = BatchReport()
     jobs, report.failures = expand_inputs(inputs, output.recursive, output.outdir)
-    output.outdir.mkdir(parents=True, exist_ok=True)
+    planned, unnamed = plan_outputs(jobs, output, (".json", ".report.json") if review.report else (".json",))
+    report.failures += unnamed
+    prepare_outdir(output.outdir)
+    sweep_temporaries(planned, output)
     if review.report is not None and embedder is None:
         embedder = IdentityEmbedder.load()
     runner: Restorer | AutoWRestorer = AutoWRestorer(restorer) if review.auto_w else restorer
-    taken: set[Path] = set()
     cards: list[str] = []
     all_records: list[list[dict]] = []
-    for source, rel in tqdm(jobs, disable=not progress, unit="img", file=sys.stderr, desc="restore"):
+    for source, rel, out in tqdm(planned, disable=not progress, unit="img", file=sys.stderr, desc="restore"):
         try:
-            out = output_path(rel, output.ext, output.outdir, taken)
             capture = _Capture(runner)
             report.faces += restore_file(capture, source, rel, out, opts, output)  # type: ignore[arg-type]
             report.images += 1

@@ -27,7 +27,7 @@ import torch
 from codeformer.data.images import ImageReadError, is_image_path, read_image, rgb_float
 from codeformer.metrics.fid import FIDInceptionV3, frechet_distance_of_features
 from codeformer.metrics.fidelity import LPIPSMetric, psnr, ssim
-from codeformer.metrics.identity import IdentityEmbedder, landmark_distance
+from codeformer.metrics.identity import IdentityEmbedder, NoFaceFound, landmark_distance
 from codeformer.metrics.noref import noise_sigma, sharpness
 
 log = logging.getLogger(__name__)
@@ -115,8 +115,11 @@ def _full_reference(restored: np.ndarray, reference: np.ndarray, metrics: Metric
     if metrics.lpips is not None:
         out["lpips"] = metrics.lpips(restored, reference)
     if metrics.identity is not None:
-        score = metrics.identity.compare(restored, reference)
-        out["identity_cosine"], out["identity_l2"] = score.cosine, score.l2
+        try:
+            score = metrics.identity.compare(restored, reference)
+            out["identity_cosine"], out["identity_l2"] = score.cosine, score.l2
+        except NoFaceFound as exc:
+            out["identity_note"] = _no_face_note("identity", exc.which, "reference")
     if metrics.landmarks is not None:
         found_r, found_ref = metrics.landmarks(restored), metrics.landmarks(reference)
         if found_r is None or found_ref is None:
@@ -148,12 +151,22 @@ def _evaluate_one(stem: str, restored_path: Path, reference_path: Path | None, l
         record["metrics"]["lq_sharpness"] = sharpness(lq)
         record["metrics"]["lq_noise_sigma"] = noise_sigma(lq)
         if metrics.identity is not None:
-            score = metrics.identity.compare(restored, lq)
-            record["metrics"]["identity_lq_cosine"] = score.cosine
-            record["metrics"]["identity_lq_l2"] = score.l2
-    if "landmark_note" in record["metrics"]:
-        record["note"] = record["metrics"].pop("landmark_note")
+            try:
+                score = metrics.identity.compare(restored, lq)
+                record["metrics"]["identity_lq_cosine"] = score.cosine
+                record["metrics"]["identity_lq_l2"] = score.l2
+            except NoFaceFound as exc:
+                record["metrics"]["identity_lq_note"] = _no_face_note("identity (lq)", exc.which, "lq")
+    notes = [record["metrics"].pop(key) for key in ("landmark_note", "identity_note", "identity_lq_note")
+             if key in record["metrics"]]
+    if notes:
+        record["note"] = "; ".join([record["note"], *notes] if "note" in record else notes)
     return record
+
+
+def _no_face_note(metric: str, which: str, other: str) -> str:
+    """"identity: no face found in the restored" for NoFaceFound("first"); `other` names the second image."""
+    return f"{metric}: no face found in the {'restored' if which == 'first' else other}"
 
 
 def fid_features(network: FIDInceptionV3, paths: Iterable[Path], errors: list[str]) -> np.ndarray:
@@ -161,11 +174,12 @@ def fid_features(network: FIDInceptionV3, paths: Iterable[Path], errors: list[st
     `errors`), batched by size."""
     feats: list[np.ndarray] = []
     batch: list[np.ndarray] = []
+    device = next(network.parameters()).device
 
     def flush() -> None:
         x = torch.from_numpy(np.stack(batch)).permute(0, 3, 1, 2).float() / 255.0  # (B, 3, H, W) in [0, 1]
         with torch.no_grad():
-            feats.append(network(x).double().numpy())
+            feats.append(network(x.to(device)).double().cpu().numpy())
         batch.clear()
 
     for path in paths:

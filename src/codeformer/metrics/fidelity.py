@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 import torch
 
-from codeformer.losses.perceptual import LPIPS
+from codeformer.models.lpips import LPIPS
 
 __all__ = ["LPIPSMetric", "psnr", "rgb_to_y", "ssim", "to_255"]
 
@@ -115,7 +115,7 @@ def ssim(img: np.ndarray, ref: np.ndarray, y_channel: bool = False, crop_border:
 
 
 class LPIPSMetric:
-    """LPIPS distance (VGG, v0.1) between RGB images, wrapping `codeformer.losses.perceptual.LPIPS`.
+    """LPIPS distance (VGG, v0.1) between RGB images, wrapping `codeformer.models.lpips.LPIPS`.
 
     Build with `LPIPSMetric.from_files(vgg_path, lin_path)` for the real metric; `LPIPSMetric(LPIPS())` gives a
     randomly initialised network (tests). `__call__(img, ref)`: two H×W×3 RGB images (uint8 or float in [0, 1],

@@ -57,17 +57,18 @@ def _record(used: dict[str, dict[str, str]], name: str, path: Path) -> None:
 
 
 def build_metrics(lpips: bool = True, identity: bool = True, fid: bool = True, vgg_path: str | None = None,
-                  lpips_path: str | None = None, fid_path: str | None = None, progress: bool = True
-                  ) -> tuple[Metrics, dict[str, dict[str, str]]]:
+                  lpips_path: str | None = None, fid_path: str | None = None, progress: bool = True,
+                  device: str = "cpu") -> tuple[Metrics, dict[str, dict[str, str]]]:
     """Metrics with the requested models loaded, and {file name: {path, sha256}} of every weight file used.
-    A weight file that cannot be resolved (offline, missing) skips its metric; `Metrics.skipped` says why."""
+    A weight file that cannot be resolved (offline, missing) skips its metric; `Metrics.skipped` says why.
+    device: where the LPIPS and FID networks run (the identity metric is dlib's, on the CPU)."""
     metrics = Metrics()
     used: dict[str, dict[str, str]] = {}
     if lpips:
         try:
             vgg = weights.resolve(VGG_WEIGHTS, path=vgg_path, progress=progress)
             lin = weights.resolve(LPIPS_WEIGHTS, path=lpips_path, progress=progress)
-            metrics.lpips = LPIPSMetric.from_files(vgg, lin)
+            metrics.lpips = LPIPSMetric.from_files(vgg, lin, device)
             _record(used, VGG_WEIGHTS, vgg)
             _record(used, LPIPS_WEIGHTS, lin)
         except (weights.WeightsError, OSError, RuntimeError, KeyError) as exc:
@@ -87,7 +88,7 @@ def build_metrics(lpips: bool = True, identity: bool = True, fid: bool = True, v
     if fid:
         try:
             path = weights.resolve(FID_WEIGHTS, path=fid_path, progress=progress)
-            metrics.fid = FIDInceptionV3.from_file(path)
+            metrics.fid = FIDInceptionV3.from_file(path).to(device)
             _record(used, FID_WEIGHTS, path)
         except (weights.WeightsError, OSError, RuntimeError, KeyError) as exc:
             metrics.skipped["fid"] = " ".join(str(exc).split()) + " (evaluate: --fid-weights)"

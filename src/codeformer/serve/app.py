@@ -17,8 +17,9 @@ Routes (every error is JSON `{"error": "<one line>"}` with a 4xx/5xx status):
     GET  /docs            a small offline reader of it (FastAPI's own /docs page loads Swagger UI from a CDN)
 
 Statuses: 400 bad form field, unreadable image or too many pixels; 413 body larger than the byte limit; 503 when
-`max_pending` restorations are already in progress (a bounded queue; retry after the Retry-After seconds);
-404/405 unknown route or method; 500 a bug.
+`max_pending` restorations are already in progress, or when their estimated memory (`estimated_bytes`: pixels ×
+upscale²) leaves no room for this one (a bounded queue; retry after the Retry-After seconds); 404/405 unknown
+route or method; 500 a bug (logged), including any error raised inside the pipeline or the model.
 
 FastAPI (on Starlette) + uvicorn: small, pure-Python, installs from PyPI and runs offline, documents the API as
 OpenAPI from the endpoint signature, and its test client needs no server. Gradio would pull in a large
@@ -45,8 +46,9 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from codeformer.data.images import ImageReadError, ImageWriteError, encode_image, read_image
-from codeformer.face.detection import Face, FaceDetector, make_detector
-from codeformer.face.pipeline import FaceResult, RestoreOptions, Restorer
+from codeformer.face import detection
+from codeformer.face.detection import Face, FaceDetector
+from codeformer.face.pipeline import W_RANGE, FaceResult, RestoreOptions, Restorer
 from codeformer.serve.batcher import BatchingModel
 from codeformer.serve.limits import BodyLimit
 
@@ -97,13 +99,16 @@ def _openapi_with_json_errors(app: FastAPI) -> dict[str, object]:
 class ServeConfig:
     """Limits and batching. max_bytes: largest upload (the body may carry 64 KiB of form overhead on top);
     max_pixels: largest input (width × height); max_output_pixels: largest output (input × upscale²);
-    max_pending: restorations in progress before new ones get 503; max_batch: faces per model call;
+    max_pending: restorations in progress before new ones get 503; max_memory_bytes: their estimated memory
+    together (`estimated_bytes`) before new ones get 503 (one that alone needs more gets 400); max_batch: faces per
+    model call;
     linger_ms: how long the batcher waits for more faces; model_info: what GET /v1/models reports."""
 
     max_bytes: int = 20 << 20
     max_pixels: int = 40_000_000
     max_output_pixels: int = 200_000_000
     max_pending: int = 16
+    max_memory_bytes: int = 8 << 30
     max_batch: int = 8
     linger_ms: float = 2.0
     model_info: dict[str, object] = field(default_factory=lambda: {"id": "codeformer"})
@@ -119,12 +124,28 @@ class ApiError(Exception):
         self.headers = headers
 
 
-class _Admission:
-    """At most `limit` restorations at once; more are refused (503) rather than queued without bound."""
+# Peak memory of one restoration, per pixel: measured +3.1 GB for a ×8 upscale of a 1200² photo (92 million
+# output pixels, about 34 bytes each: float32 RGB canvases and the paste masks at the output size); the input
+# side holds its decoded and float copies. An estimate to admit by, not a bound.
+BYTES_PER_OUTPUT_PIXEL = 36
+BYTES_PER_INPUT_PIXEL = 24
+BYTES_PER_REQUEST = 64 << 20  # the face crops, the model's activations at batch 1 on the CPU, the encoded answer
 
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
+
+def estimated_bytes(width: int, height: int, upscale: int) -> int:
+    """Memory one restoration of a width×height photo at `upscale` is expected to take at its peak."""
+    pixels = width * height
+    return BYTES_PER_REQUEST + BYTES_PER_INPUT_PIXEL * pixels + BYTES_PER_OUTPUT_PIXEL * pixels * upscale**2
+
+
+class _Admission:
+    """At most `limit` restorations at once, and their estimated memory together at most `budget` bytes; more
+    are refused (503 + Retry-After) rather than queued without bound or let run the machine out of memory."""
+
+    def __init__(self, limit: int, budget: int) -> None:
+        self.limit, self.budget = limit, budget
         self.count = 0
+        self.reserved = 0
         self._lock = threading.Lock()
 
     def try_enter(self) -> bool:
@@ -137,6 +158,18 @@ class _Admission:
     def leave(self) -> None:
         with self._lock:
             self.count -= 1
+
+    def try_reserve(self, nbytes: int) -> bool:
+        """Hold `nbytes` of the budget if they fit beside what is held now."""
+        with self._lock:
+            if self.reserved + nbytes > self.budget:
+                return False
+            self.reserved += nbytes
+            return True
+
+    def release(self, nbytes: int) -> None:
+        with self._lock:
+            self.reserved -= nbytes
 
 
 class _LockedDetector:
@@ -205,9 +238,9 @@ def create_app(restorer: Restorer, config: ServeConfig | None = None) -> FastAPI
     is wrapped in a `BatchingModel`). Nothing is shared between two apps."""
     cfg = config or ServeConfig()
     batcher = BatchingModel(restorer.model, max_batch=cfg.max_batch, linger_s=cfg.linger_ms / 1000.0)
-    detector = _LockedDetector(restorer.detector or make_detector())
+    detector = _LockedDetector(restorer.detector or detection.make_detector())
     shared = Restorer(batcher, detector=detector, device=restorer.device, options=restorer.options)
-    admission = _Admission(cfg.max_pending)
+    admission = _Admission(cfg.max_pending, cfg.max_memory_bytes)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -235,6 +268,7 @@ def create_app(restorer: Restorer, config: ServeConfig | None = None) -> FastAPI
     @app.get("/healthz", summary="liveness and queue state")
     def healthz() -> dict[str, object]:
         return {"status": "ok", "in_progress": admission.count, "max_pending": cfg.max_pending,
+                "reserved_bytes": admission.reserved, "max_memory_bytes": cfg.max_memory_bytes,
                 "batches": asdict(batcher.stats)}
 
     @app.get("/v1/models", summary="the model behind this server")
@@ -247,8 +281,8 @@ def create_app(restorer: Restorer, config: ServeConfig | None = None) -> FastAPI
                           "Accept header's first type is image/*.")
     def restore(request: Request,
                 image: Annotated[UploadFile, File(description="the photo (PNG, JPEG, WEBP, TIFF, BMP, ...)")],
-                w: Annotated[float, Form(ge=0.0, le=1.0, description="fidelity: 0 most restored .. 1 closest "
-                                                                     "to the input")] = 0.5,
+                w: Annotated[float, Form(ge=W_RANGE[0], le=W_RANGE[1], description="fidelity: 0 most restored "
+                                                                                   ".. 1 closest to the input")] = 0.5,
                 upscale: Annotated[int, Form(ge=1, le=8, description="integer output scale")] = 1,
                 faces: Annotated[str, Form(pattern="^(all|largest|center)$",
                                            description="which faces: all, largest or center")] = "all",
@@ -262,9 +296,12 @@ def create_app(restorer: Restorer, config: ServeConfig | None = None) -> FastAPI
             raise ApiError(503, f"server busy: {cfg.max_pending} restorations in progress; retry shortly",
                            {"Retry-After": "1"})
         try:
-            opts = RestoreOptions(w=w, upscale=upscale, faces=faces, min_face=min_face, aligned=aligned,
-                                  batch_size=cfg.max_batch, draw_boxes=draw_boxes, adain=True)
-            return _restore(shared, cfg, request, image, opts, format)
+            try:
+                opts = RestoreOptions(w=w, upscale=upscale, faces=faces, min_face=min_face, aligned=aligned,
+                                      batch_size=cfg.max_batch, draw_boxes=draw_boxes, adain=True)
+            except ValueError as exc:  # the client's field values
+                raise ApiError(400, str(exc)) from exc
+            return _restore(shared, cfg, admission, request, image, opts, format)
         finally:
             admission.leave()
 
@@ -279,8 +316,8 @@ def face_record(face: FaceResult) -> dict[str, object]:
             "face_size": round(float(face.face_size), 2), "w": face.w}
 
 
-def _restore(restorer: Restorer, cfg: ServeConfig, request: Request, upload: UploadFile, opts: RestoreOptions,
-             requested_format: str | None) -> Response:
+def _restore(restorer: Restorer, cfg: ServeConfig, admission: _Admission, request: Request, upload: UploadFile,
+             opts: RestoreOptions, requested_format: str | None) -> Response:
     accept_image = _wants_image(request.headers.get("accept", ""))
     data = upload.file.read(cfg.max_bytes + 1)
     if len(data) > cfg.max_bytes:
@@ -295,11 +332,24 @@ def _restore(restorer: Restorer, cfg: ServeConfig, request: Request, upload: Upl
         raise ApiError(400, f"{name}: output would have {width * height * opts.upscale**2} pixels, more than the "
                             f"limit of {cfg.max_output_pixels}; use a smaller upscale")
     fmt = _output_format(requested_format, accept_image, pic.format)
+    cost = estimated_bytes(width, height, opts.upscale)
+    if cost > cfg.max_memory_bytes:
+        raise ApiError(400, f"{name}: restoring {width}×{height} at upscale {opts.upscale} needs about "
+                            f"{cost / 2**30:.1f} GiB, more than this server's {cfg.max_memory_bytes / 2**30:.1f} "
+                            "GiB; use a smaller upscale")
+    if not admission.try_reserve(cost):
+        raise ApiError(503, f"server busy: the restorations in progress hold its memory budget; retry shortly "
+                            f"(this one needs about {cost / 2**30:.2f} GiB)", {"Retry-After": "2"})
     try:
+        # A ValueError from here on is a bug in the pipeline or the model, not the client's: it reaches the
+        # 500 handler, which logs it.
         result = restorer.restore(pic, opts)
-        encoded = encode_image(result.image, fmt, name=name)
-    except (ImageWriteError, ValueError) as exc:
-        raise ApiError(400, str(exc)) from exc
+        try:
+            encoded = encode_image(result.image, fmt, name=name)
+        except ImageWriteError as exc:  # the format the client chose cannot hold this image (e.g. WEBP's size cap)
+            raise ApiError(400, str(exc)) from exc
+    finally:
+        admission.release(cost)
     notes = [pic.note] if pic.note else []
     out_height, out_width = (result.image.pixels if hasattr(result.image, "pixels") else result.image).shape[:2]
     report = {"width": int(out_width), "height": int(out_height), "faces": [face_record(f) for f in result.faces],

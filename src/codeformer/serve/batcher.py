@@ -5,7 +5,8 @@ Each request thread of the server runs its own detect → align → paste; only 
 `linger_s` for more once it has something), concatenates the crops of several requests into one batch of at
 most `max_batch` faces, and runs the model once with a per-face w vector, so requests asking for different w
 still share a forward pass. On a CPU this mostly saves per-call overhead; on a GPU it is what keeps the device
-busy (CodeFormer#157, #244).
+busy (CodeFormer#157, #244). A batch that runs out of device memory is split in halves and the smaller size is
+kept (`codeformer.oom`; `batch_limit.notes`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 import torch
 
 from codeformer.face.pipeline import FaceModel
+from codeformer.oom import BatchLimit, run_in_chunks
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +61,7 @@ class BatchingModel:
         self.max_batch = max_batch
         self.linger_s = linger_s
         self.stats = BatchStats()
+        self.batch_limit = BatchLimit()
         self._queue: queue.Queue[_Job | None] = queue.Queue()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -142,8 +145,8 @@ class BatchingModel:
         try:
             x = torch.cat([job.x for job in jobs])  # (sum b, 3, S, S)
             w = torch.cat([job.w for job in jobs]).to(x.device)
-            with torch.no_grad():
-                y = self.model.restore(x, w, adain_latent=jobs[0].adain)
+            with torch.no_grad():  # a batch that runs out of device memory is split (codeformer.oom)
+                y = run_in_chunks(self.model.restore, x, w, self.batch_limit, adain_latent=jobs[0].adain)
         except Exception as exc:  # handed to every waiting caller, who re-raises it
             log.warning("model call failed for %d job(s): %s", len(jobs), exc)
             for job in jobs:

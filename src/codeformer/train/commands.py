@@ -20,6 +20,8 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", metavar="DIR", help="output folder (overrides run.out_dir)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set run.iterations=1000 (repeatable)")
+    p.add_argument("--device", metavar="DEVICE", help="auto, cpu, cuda or mps (overrides run.device; the configs' "
+                   "default is auto: cuda, else mps, else cpu)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run_train)
 
@@ -35,7 +37,8 @@ def run_train(args: argparse.Namespace) -> int:
     from .setup import load_stage_config
 
     logging.getLogger("codeformer").setLevel(logging.INFO if not args.verbose else logging.DEBUG)
-    overrides = [*args.overrides, *([f"run.out_dir={args.out}"] if args.out else [])]
+    overrides = [*args.overrides, *([f"run.out_dir={args.out}"] if args.out else []),
+                 *([f"run.device={args.device}"] if args.device else [])]
     try:
         if args.config is None and args.resume is None:
             print("codeformer train: give --config FILE (or --resume DIR)", file=sys.stderr)

@@ -36,6 +36,7 @@ from tqdm import tqdm
 from ..checkpoint import CheckpointError, save_state_dict
 from ..config import DataConfig, save_yaml
 from ..data.dataset import FaceFolderDataset
+from ..runtime import describe_device
 from . import stage1, stage2, stage3
 from .curve import draw_loss_curve
 from .runtime import EMA, DistInfo, Stepper, broadcast_module, init_distributed, scheduler
@@ -257,8 +258,8 @@ def train(cfg: Any, resume: str | Path | None = None, progress: bool = True) -> 
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
         mlog = MetricLog(out / "log.jsonl", st.parts.last_value_keys, keep_until=start)
-        log.info("stage %d on %s (%d process(es)); steps %d..%d; output %s", cfg.stage, device,
-                 info.world_size, start + 1, cfg.run.iterations, out)
+        log.info("stage %d on %s, %s (%d process(es)); steps %d..%d; output %s", cfg.stage,
+                 describe_device(device), cfg.run.precision, info.world_size, start + 1, cfg.run.iterations, out)
     dataset = build_dataset(cfg.data, cfg.run.seed)
     net_g = st.parts.modules["net_g"]
     bar = tqdm(total=cfg.run.iterations, initial=start, disable=not (progress and info.is_main), unit="it")

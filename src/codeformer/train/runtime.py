@@ -1,9 +1,10 @@
 """Training runtime pieces: device choice, distributed setup, mixed precision, EMA and LR schedules.
 
 Distributed training (`torchrun --nproc_per_node N`) uses one process per device. Gradients are averaged
-across processes with one flat all-reduce per optimizer step (`Stepper.optimize`), which is the arithmetic
-DistributedDataParallel performs; it is done explicitly because the stage steps call sub-modules and methods
-(`encoder`, `predict_codes`, `autograd.grad` for the adaptive GAN weight) that bypass a DDP wrapper's forward.
+across processes by `GradReducer`: bucketed asynchronous all-reduces started from gradient hooks while backward
+runs, the arithmetic and the overlap of DistributedDataParallel's reducer. It is done with hooks rather than a
+DDP wrapper because the stage steps call sub-modules and methods (`encoder`, `predict_codes`, `autograd.grad`
+for the adaptive GAN weight) that bypass a wrapper's forward.
 """
 
 from __future__ import annotations
@@ -80,17 +81,99 @@ def broadcast_module(module: nn.Module, info: DistInfo) -> None:
             dist.broadcast(t.data, src=0)
 
 
-def all_reduce_mean(grads: list[torch.Tensor], info: DistInfo) -> None:
-    """Average gradient tensors across ranks in place, with one flat all-reduce."""
-    if not info.enabled or not grads:
-        return
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    dist.all_reduce(flat)
-    flat /= info.world_size
-    offset = 0
-    for g in grads:
-        g.copy_(flat[offset:offset + g.numel()].view_as(g))
-        offset += g.numel()
+class GradReducer:
+    """Averages the gradients of `params` across ranks while backward is still running.
+
+    The parameters are grouped, in reverse order (about the order backward produces their gradients), into
+    buckets of about `bucket_mb` MB. A hook on each parameter (`register_post_accumulate_grad_hook`) counts the
+    gradients that are done; when a bucket is complete, its gradients are flattened and an asynchronous
+    all-reduce starts, so the transfer overlaps the rest of backward, as DistributedDataParallel's reducer does.
+    Buckets start strictly in order (a complete bucket waits for the ones before it), so every rank issues the
+    same collectives in the same order. `start(loss)` walks the loss's autograd graph first and counts the
+    parameters it cannot reach (a stage-3 code-only step never reaches the fusion blocks) as done, so they hold
+    no bucket back; a bucket of such parameters only is not reduced at all (the graph, hence the choice, is the
+    same on every rank), as DDP does with find_unused_parameters. `finish()` waits and writes the means back;
+    parameters without a gradient keep none. Hooks act only between `start()` and `finish()`.
+    """
+
+    def __init__(self, params: Iterable[nn.Parameter], info: DistInfo, bucket_mb: float = 25.0) -> None:
+        self.info = info
+        self.buckets: list[list[nn.Parameter]] = []
+        limit, size, key = bucket_mb * 2**20, 0.0, None
+        for p in reversed(list(params)):
+            p_key = (p.dtype, p.device)
+            if not self.buckets or size >= limit or p_key != key:
+                self.buckets.append([])
+                size, key = 0.0, p_key
+            self.buckets[-1].append(p)
+            size += p.numel() * p.element_size()
+        self._bucket_of = {id(p): i for i, bucket in enumerate(self.buckets) for p in bucket}
+        self._ready = [0] * len(self.buckets)
+        self._used = [True] * len(self.buckets)  # whether the bucket has a parameter the loss reaches
+        self._next = 0  # the next bucket to start
+        self._launched: list[tuple[int, torch.Tensor, object]] = []
+        self._armed = False
+        for bucket in self.buckets:
+            for p in bucket:
+                p.register_post_accumulate_grad_hook(self._on_grad)
+
+    def start(self, loss: torch.Tensor) -> None:
+        """Arm the hooks for the backward pass of `loss`."""
+        reached = _reached_leaves(loss)
+        self._ready = [sum(id(p) not in reached for p in bucket) for bucket in self.buckets]
+        self._used = [ready < len(bucket) for ready, bucket in zip(self._ready, self.buckets, strict=True)]
+        self._next, self._launched, self._armed = 0, [], True
+        self._launch_ready()  # leading buckets the loss does not reach
+
+    def _on_grad(self, p: nn.Parameter) -> None:
+        if self._armed:
+            self._ready[self._bucket_of[id(p)]] += 1
+            self._launch_ready()
+
+    def _launch_ready(self) -> None:
+        while self._next < len(self.buckets) and self._ready[self._next] == len(self.buckets[self._next]):
+            self._launch(self._next)
+
+    def _launch(self, b: int) -> None:
+        self._next = b + 1
+        if not self._used[b]:
+            return
+        flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1)
+                          for p in self.buckets[b]])
+        self._launched.append((b, flat, dist.all_reduce(flat, async_op=True)))
+
+    def finish(self) -> None:
+        """Start the buckets not yet started, wait for all, and replace each gradient by its mean over ranks
+        (parameters without a gradient keep none)."""
+        while self._next < len(self.buckets):
+            self._launch(self._next)
+        self._armed = False
+        for b, flat, work in self._launched:
+            work.wait()
+            flat /= self.info.world_size
+            offset = 0
+            for p in self.buckets[b]:
+                if p.grad is not None:
+                    p.grad.copy_(flat[offset:offset + p.numel()].view_as(p.grad))
+                offset += p.numel()
+        self._launched = []
+
+
+def _reached_leaves(loss: torch.Tensor) -> set[int]:
+    """ids of the leaf tensors (parameters) whose gradient backward from `loss` accumulates."""
+    found: set[int] = set()
+    seen: set[object] = set()
+    stack = [loss.grad_fn]
+    while stack:
+        fn = stack.pop()
+        if fn is None or fn in seen:
+            continue
+        seen.add(fn)
+        leaf = getattr(fn, "variable", None)  # AccumulateGrad nodes hold their parameter
+        if leaf is not None:
+            found.add(id(leaf))
+        stack.extend(next_fn for next_fn, _ in fn.next_functions)
+    return found
 
 
 class Stepper:
@@ -108,6 +191,7 @@ class Stepper:
         self.precision = precision
         self.info = info
         self.scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
+        self._reducers: dict[int, GradReducer] = {}  # by id(optimizer), made on its first step
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """Mixed-precision region for forward passes (no-op for fp32)."""
@@ -117,13 +201,18 @@ class Stepper:
         return torch.autocast(self.device.type, dtype=dtype)
 
     def optimize(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer, grad_clip: float | None) -> None:
-        """backward → all-reduce mean → unscale → clip → step → zero_grad for `optimizer`'s parameters."""
+        """backward (gradients averaged across ranks as they are made) → unscale → clip → step → zero_grad for
+        `optimizer`'s parameters."""
         params = [p for group in optimizer.param_groups for p in group["params"]]
+        reducer = self._reducer(optimizer, params)
+        if reducer is not None:
+            reducer.start(loss)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
         else:
             loss.backward()
-        all_reduce_mean([p.grad for p in params if p.grad is not None], self.info)
+        if reducer is not None:
+            reducer.finish()
         if self.scaler is not None:
             self.scaler.unscale_(optimizer)
         if grad_clip is not None:
@@ -133,6 +222,13 @@ class Stepper:
         else:
             optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+
+    def _reducer(self, optimizer: torch.optim.Optimizer, params: list[nn.Parameter]) -> GradReducer | None:
+        if not self.info.enabled:
+            return None
+        if id(optimizer) not in self._reducers:
+            self._reducers[id(optimizer)] = GradReducer(params, self.info)
+        return self._reducers[id(optimizer)]
 
     def end_iteration(self) -> None:
         if self.scaler is not None:

@@ -25,7 +25,8 @@ from ..config import (
     from_dict,
 )
 from ..data.dataset import FaceFolderDataset
-from ..losses.perceptual import LPIPS, LPIPSLoss
+from ..losses.perceptual import LPIPSLoss
+from ..models.lpips import LPIPS
 from ..models.vqgan import VQAutoEncoder
 from .runtime import Stepper
 
@@ -51,6 +52,24 @@ class StageParts:
     step: StepFn
     exports: dict[str, tuple[str, str]]
     last_value_keys: tuple[str, ...] = ()
+
+
+Trained = tuple[nn.Module, torch.optim.Optimizer, OptimConfig]  # a module, its optimizer and its settings
+
+
+def stage_parts(step: StepFn, net_g: Trained, net_d: Trained | None = None,
+                last_value_keys: tuple[str, ...] = ()) -> StageParts:
+    """The `StageParts` of a stage that trains `net_g` and, in stages 1 and 3, the discriminator `net_d`: both
+    checkpointed under those names; net_g exported from its EMA as net_g_ema.pth (`params_ema`), net_d as
+    net_d.pth (`params_d`)."""
+    trained = {"net_g": net_g, **({"net_d": net_d} if net_d is not None else {})}
+    exports = {"net_g_ema.pth": ("net_g", "params_ema")}
+    if net_d is not None:
+        exports["net_d.pth"] = ("net_d", "params_d")
+    return StageParts(modules={k: m for k, (m, _, _) in trained.items()},
+                      optimizers={k: o for k, (_, o, _) in trained.items()},
+                      optim_cfgs={k: c for k, (_, _, c) in trained.items()},
+                      step=step, exports=exports, last_value_keys=last_value_keys)
 
 
 def apply_overrides(data: dict[str, Any], overrides: Sequence[str], source: str) -> dict[str, Any]:

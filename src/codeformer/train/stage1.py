@@ -18,7 +18,7 @@ from ..losses.perceptual import LPIPSLoss
 from ..models.discriminator import PatchDiscriminator
 from ..models.vqgan import VQAutoEncoder
 from .runtime import Stepper, adam, frozen
-from .setup import StageParts, build_perceptual
+from .setup import StageParts, build_perceptual, stage_parts
 
 
 @dataclass
@@ -40,13 +40,7 @@ def build(cfg: Stage1Config, device: torch.device) -> StageParts:
     disc = PatchDiscriminator(d.nc, d.ndf, d.n_layers).to(device)
     m = Stage1Models(cfg, vqgan, disc, build_perceptual(cfg.perceptual, device) if cfg.losses.perceptual else None,
                      adam(vqgan.parameters(), cfg.optim_g), adam(disc.parameters(), cfg.optim_d))
-    return StageParts(
-        modules={"net_g": vqgan, "net_d": disc},
-        optimizers={"net_g": m.opt_g, "net_d": m.opt_d},
-        optim_cfgs={"net_g": cfg.optim_g, "net_d": cfg.optim_d},
-        step=partial(train_step, m),
-        exports={"net_g_ema.pth": ("net_g", "params_ema"), "net_d.pth": ("net_d", "params_d")},
-    )
+    return stage_parts(partial(train_step, m), (vqgan, m.opt_g, cfg.optim_g), (disc, m.opt_d, cfg.optim_d))
 
 
 def discriminator_step(disc: PatchDiscriminator, opt: torch.optim.Optimizer, real: torch.Tensor,

@@ -1,4 +1,5 @@
-"""Stage II step: predict the HQ codes from "large"-degraded faces (spec §2.3).
+"""Stage II step: predict the HQ codes from "large"-degraded faces (spec §2.3), or from colour-degraded faces for
+the colorization model (`degradation: colorization`, spec §2.6: the official recipe is this same step).
 
 Trainable: encoder, position_emb, feat_emb, ft_layers, idx_pred_layer. Frozen (requires_grad False): quantize
 (the codebook), generator, and the fusion blocks (not in the code-only graph). Targets: the frozen HQ VQGAN's
@@ -17,7 +18,7 @@ from ..losses.codes import code_accuracy, code_losses
 from ..models.codeformer import CodeFormer
 from ..models.vqgan import VQAutoEncoder
 from .runtime import Stepper, adam
-from .setup import StageParts, frozen_vqgan, load_autoencoder_part, target_codes
+from .setup import StageParts, frozen_vqgan, load_autoencoder_part, stage_parts, target_codes
 
 
 @dataclass
@@ -43,13 +44,7 @@ def build(cfg: Stage2Config, device: torch.device) -> StageParts:
     load_autoencoder_part(model, hq_vqgan.state_dict(), cfg.vqgan_path or "random VQGAN")
     freeze_for_stage2(model)
     m = Stage2Models(cfg, model, None if cfg.data.codes_path else hq_vqgan, adam(model.parameters(), cfg.optim))
-    return StageParts(
-        modules={"net_g": model},
-        optimizers={"net_g": m.opt},
-        optim_cfgs={"net_g": cfg.optim},
-        step=partial(train_step, m),
-        exports={"net_g_ema.pth": ("net_g", "params_ema")},
-    )
+    return stage_parts(partial(train_step, m), (model, m.opt, cfg.optim))
 
 
 def code_terms(model: CodeFormer, logits: torch.Tensor, lq_feat: torch.Tensor, target: torch.Tensor,
@@ -71,10 +66,11 @@ def code_terms(model: CodeFormer, logits: torch.Tensor, lq_feat: torch.Tensor, t
 
 def train_step(m: Stage2Models, batch: dict[str, torch.Tensor], step: int, stepper: Stepper
                ) -> dict[str, float | None]:
-    """One stage-2 iteration: `batch["lq_large"]` (B, 3, S, S) in [-1, 1] → code logits vs the HQ codes."""
+    """One stage-2 iteration: `batch["lq_<cfg.degradation>"]` (B, 3, S, S) in [-1, 1] → code logits vs the HQ
+    codes."""
     target = target_codes(batch, m.hq_vqgan)
     with stepper.autocast():
-        logits, lq_feat = m.model.predict_codes(batch["lq_large"])
+        logits, lq_feat = m.model.predict_codes(batch[f"lq_{m.cfg.degradation}"])
         loss, metrics = code_terms(m.model, logits, lq_feat, target, m.cfg.losses.cross_entropy,
                                    m.cfg.losses.latent_l2)
     stepper.optimize(loss, m.opt, m.cfg.optim.grad_clip)

@@ -5,6 +5,8 @@ network on that phase's LQ input with L1 + LPIPS + hinge GAN (adaptive weight at
 block's `shift[-1].weight`, × `gan_scale`, official 0.1) + CE + latent L2, and one D step from `d_start`.
 Code-only phases (w null) run `predict_codes` with CE + latent L2 only and no D step.
 Trainable: encoder, transformer parts, fusion blocks. Frozen: quantize, generator.
+The inpainting model is this step with one phase (w = 1 on brush-stroke inputs) and G started from the VQGAN
+(`init_from: vqgan`, configs/inpainting.yaml; spec §2.6).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from ..models.codeformer import CodeFormer
 from ..models.discriminator import PatchDiscriminator
 from ..models.vqgan import VQAutoEncoder
 from .runtime import Stepper, adam, frozen
-from .setup import StageParts, build_perceptual, frozen_vqgan, load_autoencoder_part, target_codes
+from .setup import StageParts, build_perceptual, frozen_vqgan, load_autoencoder_part, stage_parts, target_codes
 from .stage1 import discriminator_step
 from .stage2 import code_terms
 
@@ -55,7 +57,8 @@ def _load_generator(cfg: Stage3Config, model: CodeFormer, hq_vqgan: VQAutoEncode
     if cfg.codeformer_path is not None:
         load_state_dict_strict(model, read_state_dict(cfg.codeformer_path), cfg.codeformer_path)
         return
-    log.warning("no codeformer_path: CodeFormer starts from the (random or given) VQGAN only (random_init)")
+    if cfg.init_from != "vqgan":
+        log.warning("no codeformer_path: CodeFormer starts from the (random or given) VQGAN only (random_init)")
     if hq_vqgan is not None:
         load_autoencoder_part(model, hq_vqgan.state_dict(), cfg.vqgan_path or "random VQGAN")
 
@@ -63,7 +66,9 @@ def _load_generator(cfg: Stage3Config, model: CodeFormer, hq_vqgan: VQAutoEncode
 def _discriminator(cfg: Stage3Config, device: torch.device) -> PatchDiscriminator:
     d = cfg.discriminator
     disc = PatchDiscriminator(d.nc, d.ndf, d.n_layers)
-    if cfg.discriminator_path is None:
+    if cfg.discriminator_path is None and cfg.init_from == "vqgan":
+        log.info("no discriminator_path: D starts from random weights (as in the official inpainting recipe)")
+    elif cfg.discriminator_path is None:
         log.warning("no discriminator_path: D starts from random weights (official: the stage-1 discriminator)")
     else:
         load_state_dict_strict(disc, read_state_dict(cfg.discriminator_path), cfg.discriminator_path)
@@ -83,14 +88,8 @@ def build(cfg: Stage3Config, device: torch.device) -> StageParts:
     m = Stage3Models(cfg, model, disc, build_perceptual(cfg.perceptual, device) if cfg.losses.perceptual else None,
                      None if cfg.data.codes_path else hq_vqgan,
                      adam(model.parameters(), cfg.optim_g), adam(disc.parameters(), cfg.optim_d))
-    return StageParts(
-        modules={"net_g": model, "net_d": disc},
-        optimizers={"net_g": m.opt_g, "net_d": m.opt_d},
-        optim_cfgs={"net_g": cfg.optim_g, "net_d": cfg.optim_d},
-        step=partial(train_step, m),
-        exports={"net_g_ema.pth": ("net_g", "params_ema"), "net_d.pth": ("net_d", "params_d")},
-        last_value_keys=("w", "phase"),
-    )
+    return stage_parts(partial(train_step, m), (model, m.opt_g, cfg.optim_g), (disc, m.opt_d, cfg.optim_d),
+                       last_value_keys=("w", "phase"))
 
 
 def _fidelity_step(m: Stage3Models, batch: dict[str, torch.Tensor], lq: torch.Tensor, target: torch.Tensor,
