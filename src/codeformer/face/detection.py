@@ -406,7 +406,8 @@ class HybridDetector:
             else:
                 landmarks = self.refine(rgb, face.landmarks5)
             centre, side = box_from_landmarks(landmarks)
-            box = (centre[0] - side / 2, centre[1] - side / 2, centre[0] + side / 2, centre[1] + side / 2)
+            box = tuple(float(v) for v in (centre[0] - side / 2, centre[1] - side / 2, centre[0] + side / 2,
+                                           centre[1] + side / 2))
             if not any(_same_face(box, f.box) for f in faces):
                 faces.append(Face(box=box, score=face.score, landmarks5=landmarks, detector=detector))
         return filter_faces(faces)
