@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from codeformer.data.images import read_image
+from codeformer.face.detection import DETECTORS, make_detector
 from codeformer.face.pipeline import RestoreOptions, Restorer, to_uint8
 from codeformer.video import VideoOptions, restore_video
 from codeformer.video_io import EncodeSettings, SegmentWriter, decode_frames, mux_output, probe
@@ -120,7 +121,7 @@ def child(args: argparse.Namespace) -> None:
     else:
         model = IdentityModel()
     opts = RestoreOptions(w=0.7, batch_size=args.batch_size, min_face=args.min_face)
-    restorer = Restorer(model, device=args.device, options=opts)
+    restorer = Restorer(model, detector=make_detector(args.detector), device=args.device, options=opts)
     src = Path(args.clip)
     with tempfile.TemporaryDirectory() as tmp:
         dst = Path(tmp) / "out.mp4"
@@ -147,6 +148,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8, help="faces per model call")
     parser.add_argument("--min-face", type=float, default=80.0, help="smallest face (px); 80 and up: dlib HOG "
                         "runs without upsampling at 720p (32 would upsample twice, ~10x slower detection)")
+    parser.add_argument("--detector", choices=DETECTORS, default=DETECTORS[0], help="face detector (default: "
+                        "the restore default)")
     parser.add_argument("--child", choices=["stream", "official"], help=argparse.SUPPRESS)
     parser.add_argument("--clip", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -162,14 +165,14 @@ def main() -> None:
             for mode in args.modes:
                 cmd = [sys.executable, __file__, "--child", mode, "--clip", str(clip), "--device", args.device,
                        "--threads", str(args.threads), "--batch-size", str(args.batch_size),
-                       "--min-face", str(args.min_face)]
+                       "--min-face", str(args.min_face), "--detector", args.detector]
                 cmd += ["--identity"] if args.identity else ["--weights", args.weights]
                 out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()
                 result = json.loads(out[-1])
                 rows.append((faces, mode, result))
                 print(f"faces {faces} {mode}: {result}", file=sys.stderr)
     print(f"\n720p ({SIZE[0]}×{SIZE[1]}), {args.frames} frames, model: {model_name}, device {args.device}, "
-          f"{args.threads} torch threads, min face {args.min_face:g} px\n")
+          f"{args.threads} torch threads, min face {args.min_face:g} px, detector {args.detector}\n")
     print("| faces | mode | frames | seconds | frames/s | peak RSS (MB) |")
     print("|---|---|---|---|---|---|")
     for faces, mode, r in rows:

@@ -117,13 +117,13 @@ def make_archive(folder: Path, n: int = 6) -> list[Path]:
 def _run_local(argv: list[str]) -> int:
     """`codeformer restore ARGV` with the stand-ins (the model dies at face $DIE_AFTER, once, if set)."""
     import codeformer.backends
-    import codeformer.face.pipeline
+    import codeformer.face.detection
     from codeformer.cli import main
 
     die = int(os.environ.get("DIE_AFTER", "0"))
     model = FaceConv(die_after=die, marker=os.environ.get("DIE_MARKER"))
     codeformer.backends.load_face_model = lambda *a, **k: (model, {"runtime": "torch"})
-    codeformer.face.pipeline.DlibDetector = TemplateDetector
+    codeformer.face.detection.make_detector = lambda name="hybrid": TemplateDetector()
     return main(["restore", *argv])
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import codeformer.checkpoint
-import codeformer.face.pipeline
+import codeformer.face.detection
 import codeformer.video
 import codeformer.weights
 from codeformer.cli import main
@@ -13,7 +13,7 @@ from tests.video_helpers import IdentityRestorer, NoFaceDetector, audio_packets,
 
 
 class FakeDlib(NoFaceDetector):
-    """Stands in for the DlibDetector class (no model load); upsample fixed, as a configured one would be."""
+    """Stands in for the default detector (no model load); upsample fixed, as a configured one would be."""
 
     upsample = 0
 
@@ -26,8 +26,7 @@ def fake_model(monkeypatch, tmp_path):
     monkeypatch.setattr(codeformer.weights, "describe", lambda name: "fake weights")
     monkeypatch.setattr(codeformer.checkpoint, "load_codeformer", lambda *a, **k: IdentityRestorer())
     monkeypatch.setattr("codeformer.runtime.TorchRunner", lambda model, *a, **k: model)  # run the stand-in as is
-    monkeypatch.setattr(codeformer.face.pipeline, "DlibDetector", FakeDlib)
-    monkeypatch.setattr(codeformer.video, "DlibDetector", FakeDlib)
+    monkeypatch.setattr(codeformer.face.detection, "make_detector", lambda name="hybrid": FakeDlib())
 
 
 def test_restore_video_to_a_file_and_to_a_folder(tmp_path, fake_model, capsys):

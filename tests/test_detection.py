@@ -5,14 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from codeformer.dlib_models import find_dlib_model, landmarks68_to_5
 from codeformer.face.align import TEMPLATE_512
 from codeformer.face.detection import (
     DlibDetector,
     Face,
     filter_faces,
-    find_dlib_model,
     hog_upsample_for,
-    landmarks68_to_5,
     landmarks_plausible,
     resize_short_side,
     select_faces,

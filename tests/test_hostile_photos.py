@@ -45,7 +45,7 @@ def stand_in(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[str]:
     """CLI arguments that load an identity restorer and a detector that finds nothing."""
     monkeypatch.setattr("codeformer.checkpoint.load_codeformer", lambda path, device="cpu": IdentityRestorer())
     monkeypatch.setattr("codeformer.runtime.TorchRunner", lambda model, *a, **k: model)
-    monkeypatch.setattr("codeformer.face.pipeline.DlibDetector", NoFaces)
+    monkeypatch.setattr("codeformer.face.detection.make_detector", lambda name="hybrid": NoFaces())
     weights = tmp_path / "stand-in.pth"
     weights.write_bytes(b"stand-in")
     return ["--weights", str(weights), "--no-progress"]
@@ -166,7 +166,8 @@ def test_unusable_output_folder_is_one_line(tmp_path: Path, stand_in: list[str],
     for out in (tmp_path / "file", tmp_path / "file" / "below", Path("/proc/no/such/place")):
         assert main(["restore", str(src), "-o", str(out), *stand_in]) == 2
         err = capsys.readouterr().err
-        (line,) = [line for line in err.splitlines() if "licence:" not in line]  # the weights' notice, then this
+        notices = ("licence:", "device:")  # the weights' and the device's notices, then this
+        (line,) = [line for line in err.splitlines() if not any(n in line for n in notices)]
         assert str(out) in line and "output folder" in line and "Traceback" not in err
 
 
@@ -197,14 +198,14 @@ def test_latin1_and_long_non_ascii_names(tmp_path: Path, stand_in: list[str], ca
 # -------------------------------------------------------------------------------------------- 8: stdout
 STDOUT_CHILD = """
 import sys
-import codeformer.checkpoint, codeformer.runtime, codeformer.face.pipeline
+import codeformer.checkpoint, codeformer.runtime, codeformer.face.detection
 from tests.face_helpers import IdentityRestorer
 class NoFaces:
     def detect(self, rgb, min_face=0.0):
         return []
 codeformer.checkpoint.load_codeformer = lambda path, device="cpu": IdentityRestorer()
 codeformer.runtime.TorchRunner = lambda model, *a, **k: model
-codeformer.face.pipeline.DlibDetector = NoFaces
+codeformer.face.detection.make_detector = lambda name="hybrid": NoFaces()
 from codeformer.cli import main
 sys.exit(main(["restore", "-", "--weights", sys.argv[1], "--no-progress"]))
 """

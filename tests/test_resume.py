@@ -120,11 +120,11 @@ def test_killed_folder_run_resumes_without_redoing_or_losing(tmp_path):
 
 def test_resume_redoes_changed_inputs_and_options(tmp_path, monkeypatch, capsys):
     import codeformer.backends
-    import codeformer.face.pipeline
+    import codeformer.face.detection
     from tests.cluster_helpers import FaceConv, TemplateDetector
 
     monkeypatch.setattr(codeformer.backends, "load_face_model", lambda *a, **k: (FaceConv(), {}))
-    monkeypatch.setattr(codeformer.face.pipeline, "DlibDetector", TemplateDetector)
+    monkeypatch.setattr(codeformer.face.detection, "make_detector", lambda name="hybrid": TemplateDetector())
     src, out, weights = tmp_path / "src", tmp_path / "out", tmp_path / "w.pth"
     paths = make_archive(src, 4)
     weights.write_bytes(b"stand-in weights")

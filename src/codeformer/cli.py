@@ -62,6 +62,7 @@ def _add_restore(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--faces", choices=("all", "largest", "center"), default="all", help="which faces to restore")
     p.add_argument("--min-face", type=float, default=32.0, metavar="PX", help="smallest face box side (px)")
     p.add_argument("--aligned", action="store_true", help="inputs are aligned face crops: no detection")
+    _add_detector_arg(p)
     p.add_argument("--save-faces", action="store_true", help="also write each aligned crop and its restoration")
     p.add_argument("--compare", action="store_true", help="also write input | output side by side")
     p.add_argument("--draw-boxes", action="store_true", help="draw a green box around each restored face")
@@ -95,9 +96,6 @@ def _add_photo_parts_args(p: argparse.ArgumentParser) -> None:
                    "is bounded by the tile, not the photo (default 400, the official value; 0: no tiling)")
     g.add_argument("--face-upsample", action="store_true", help="enlarge each restored face with Real-ESRGAN "
                    "before pasting (with -s > 1)")
-    # Stand-in until the detection issue's --detector (hybrid|hog|cnn) lands; then "retinaface" joins its choices.
-    g.add_argument("--detector", choices=("hog", "retinaface"), help="face detector for the default profile: hog "
-                   "(dlib, the default) or retinaface (RetinaFace R50; --profile official always uses it)")
     g.add_argument("--retinaface-weights", metavar="PATH", help="detection_Resnet50_Final.pth (default: the cache)")
     g.add_argument("--parsenet-weights", metavar="PATH", help="parsing_parsenet.pth (default: "
                    "$CODEFORMER_PARSENET or the cache)")
@@ -180,6 +178,25 @@ def _add_engine_args(p: argparse.ArgumentParser) -> None:
                    "(default 0: CPU; use with --device cuda)")
     g.add_argument("--cpus-per-worker", type=float, default=1.0, metavar="C", help="CPUs per model actor "
                    "(default 1)")
+
+
+def _add_detector_arg(p: argparse.ArgumentParser) -> None:
+    from codeformer.face.detection import DETECTORS
+
+    p.add_argument("--detector", choices=(*DETECTORS, "retinaface"), help="face detector (default "
+                   f"{DETECTORS[0]}: dlib HOG + MMOD with upright landmarks; hog: faster, misses blurred, small and "
+                   "tilted faces; cnn: dlib MMOD alone, slow; retinaface: RetinaFace R50, the official detector, "
+                   "which --profile official always uses); see docs/detection.md")
+
+
+def _detector(name: str | None) -> object:
+    from codeformer.face import detection
+
+    if name == "retinaface":
+        from codeformer.face.retinaface import load_retinaface
+
+        return load_retinaface()
+    return detection.make_detector(name or detection.DETECTORS[0])
 
 
 def _fidelity_arg(text: str) -> float | str:
@@ -422,7 +439,8 @@ def _run_restore(args: argparse.Namespace) -> int:
         return 1
     print(weights.describe("codeformer.pth"), file=sys.stderr)
     _say_device(device, args)
-    restorer = Restorer(model, device=device, options=opts, **parts)
+    detector = parts.pop("detector", None) or _detector(args.detector)
+    restorer = Restorer(model, detector=detector, device=device, options=opts, **parts)
     if _is_video_run(args):
         code = _run_restore_video(args, restorer, opts, model_info)
         _say_memory_notes(restorer)
@@ -685,6 +703,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-pending", type=int, default=16, help="restorations in progress before 503 (default 16)")
     p.add_argument("--max-memory-gb", type=float, default=8.0, help="estimated memory of the restorations in "
                    "progress (pixels × upscale²) before 503 (default 8)")
+    _add_detector_arg(p)
     p.add_argument("--max-batch", type=int, metavar="N", help="faces per model call across requests (default: 1 "
                    "on CPU, where batching measured no throughput gain and a worse median latency; 8 on GPU)")
     p.set_defaults(func=_run_serve)
@@ -720,7 +739,8 @@ def _run_serve(args: argparse.Namespace) -> int:
     print(weights.describe("codeformer.pth"), file=sys.stderr)
     _say_device(device, args)
     print(f"serving http://{args.host}:{args.port}/ (Ctrl-C stops)", file=sys.stderr)
-    run(create_app(Restorer(model, device=device), config), host=args.host, port=args.port)
+    run(create_app(Restorer(model, detector=_detector(args.detector), device=device), config), host=args.host,
+        port=args.port)
     return 0
 
 

@@ -36,11 +36,13 @@ import torch
 from tqdm import tqdm
 
 from codeformer.atomic import remove_stale_temporaries, temp_path, write_text
+from codeformer.face import detection
 from codeformer.face.align import FACE_SIZE, invert_affine, similarity_least_squares, template, warp_face
 from codeformer.face.detection import (
     DETECT_SHORT_SIDE,
     HOG_MIN_WINDOW,
     DlibDetector,
+    HybridDetector,
     filter_faces,
     hog_upsample_for,
     select_faces,
@@ -379,8 +381,8 @@ def _make_report(run: _Run, source: Path, target: Path, video: VideoOptions, fai
 def _warn_slow_detection(restorer: Restorer, opts: RestoreOptions, info: VideoInfo) -> None:
     """Say so when min_face makes dlib's HOG upsample every frame (each step about 4× the detection time)."""
     detector = restorer.detector
-    if not isinstance(detector, DlibDetector) or detector.upsample is not None:
-        return
+    if not isinstance(detector, (DlibDetector, HybridDetector)) or getattr(detector, "upsample", None) is not None:
+        return  # both HOG-based detectors upsample from the min_face hint
     scale = DETECT_SHORT_SIDE / min(info.width, info.height)
     steps = hog_upsample_for(opts.min_face * scale)
     if steps:
@@ -417,7 +419,7 @@ def restore_video(restorer: Restorer, source: str | os.PathLike[str], target: st
         raise VideoError(f"{target}: WebM holds only {', '.join(WEBM_CODECS)} video; choose one with --codec")
     info = probe(source)
     if restorer.detector is None:  # as Restorer.detect does on first use
-        restorer.detector = DlibDetector()
+        restorer.detector = detection.make_detector()
     _warn_slow_detection(restorer, opts, info)
     if target.is_dir():  # found now, not after the whole video was restored
         raise VideoError(f"{target}: is a folder; give the output video's file name")

@@ -143,7 +143,8 @@ class AutoWRestorer:
         out_rgb = paste_back(rgb, restored, [invert_affine(m) for m in affines], opts.upscale)
         if grey:
             out_rgb = to_grey_rgb(out_rgb)
-        faces = [FaceResult(d.box, d.score, d.landmarks5, crop_side_in_image(m), w, to_uint8(c), to_uint8(r), m)
+        faces = [FaceResult(d.box, d.score, d.landmarks5, crop_side_in_image(m), w, to_uint8(c), to_uint8(r), m,
+                            d.detector)
                  for d, m, w, c, r in zip(detected, affines, ws, crops, restored, strict=True)]
         if opts.draw_boxes:
             out_rgb = draw_boxes(out_rgb, [f.box for f in faces], opts.upscale)

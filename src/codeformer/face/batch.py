@@ -5,7 +5,7 @@ naming the file, and nothing is written for it. Every output is written atomical
 
 Output layout under OUTDIR, for an input whose path relative to its folder is REL (a file given directly: its name):
   REL with the output extension        the restored photo (same format as the input unless `ext` is given)
-  REL.json                             the sidecar: each face's box, score, 5 points, face size, w; the notes
+  REL.json                             the sidecar: each face's box, detector, score, 5 points, face size, w; the notes
   faces/REL_NN_cropped.png, _restored.png    with save_faces: the aligned 512 crop and its restoration
   compare/REL with the output extension      with compare: input | output side by side (8-bit RGB)
 """
@@ -281,6 +281,7 @@ def sidecar(source: str, output: str, pic: Picture, result: RestoreResult, opts:
             {
                 "box": [round(float(v), 2) for v in face.box],
                 "score": round(float(face.score), 4),
+                "detector": face.detector,
                 "landmarks5": np.round(face.landmarks5, 2).tolist(),
                 "face_size": round(float(face.face_size), 2),
                 "w": face.w,

@@ -58,6 +58,7 @@ def face_card(name: str, record: dict, cropped: np.ndarray, restored: np.ndarray
     factors = ", ".join(f"{k} {v:.2f}" for k, v in record["w_auto_factors"].items())
     rows = [
         ("box", ", ".join(f"{v:.0f}" for v in record["box"])),
+        ("detector", html.escape(str(record.get("detector", "unknown")))),
         ("detector score", _num(record["score"])),
         ("face size", f"{record['face_size']:.0f} px"),
         ("input sharpness", _num(record["input_sharpness"], 2)),

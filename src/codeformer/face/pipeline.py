@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from codeformer.data.images import Picture, from_rgb_float, rgb_float
-from codeformer.face import official
+from codeformer.face import detection, official
 from codeformer.face.align import (
     FACE_SIZE,
     crop_side_in_image,
@@ -42,7 +42,7 @@ from codeformer.face.align import (
     transform_points,
     warp_face,
 )
-from codeformer.face.detection import SELECTIONS, DlibDetector, Face, FaceDetector, filter_faces, select_faces
+from codeformer.face.detection import SELECTIONS, Face, FaceDetector, filter_faces, select_faces
 from codeformer.face.parsing import parse_mask
 from codeformer.face.paste import paste_back
 from codeformer.oom import BatchLimit, run_in_chunks
@@ -167,7 +167,8 @@ class RestoreOptions:
 class FaceResult:
     """One restored face. box: (x0, y0, x1, y1) and landmarks5 ((5, 2) x, y) in input pixels; score: detector
     score; face_size: side in input pixels of the square that became the 512 crop; w: fidelity used;
-    cropped / restored: 512×512×3 uint8 RGB; affine: 2×3 float64 input → crop."""
+    cropped / restored: 512×512×3 uint8 RGB; affine: 2×3 float64 input → crop; detector: which detector found
+    it ("hog", "cnn", ...; "aligned" for an aligned input)."""
 
     box: tuple[float, float, float, float]
     score: float
@@ -177,6 +178,7 @@ class FaceResult:
     cropped: np.ndarray = field(repr=False)
     restored: np.ndarray = field(repr=False)
     affine: np.ndarray = field(repr=False)
+    detector: str = "unknown"
 
 
 @dataclass
@@ -293,10 +295,10 @@ def _from_enlarged_crop(inverse_affine: np.ndarray, factor: int) -> np.ndarray:
 class Restorer:
     """Restores every face of a photo with `model` (see the module docstring for the contract).
 
-    detector: any `FaceDetector`; None makes a `DlibDetector` on first use (the official profile needs one with
-    `official_landmarks_5`, i.e. RetinaFace). device: where input batches go (the model must already be there).
-    options: default `RestoreOptions`, overridable per call. parser: a `FaceParser` for mask="parse". upsampler:
-    an `Upsampler` for bg_upsampler / face_upsample.
+    detector: any `FaceDetector`; None makes the default (`make_detector()`) on first use (the official profile
+    needs one with `official_landmarks_5`, i.e. RetinaFace). device: where input batches go (the model must
+    already be there). options: default `RestoreOptions`, overridable per call. parser: a `FaceParser` for
+    mask="parse". upsampler: an `Upsampler` for bg_upsampler / face_upsample.
     """
 
     def __init__(self, model: FaceModel, detector: FaceDetector | None = None, device: str | torch.device = "cpu",
@@ -325,7 +327,7 @@ class Restorer:
         sanity, then selected (all | largest | center)."""
         opts = options or self.options
         if self.detector is None:
-            self.detector = DlibDetector()
+            self.detector = detection.make_detector()  # looked up at call time, so tests can stand in
         faces = self.detector.detect(to_uint8(rgb), min_face=opts.min_face)
         faces = filter_faces(faces, min_face=opts.min_face)
         return select_faces(faces, opts.faces, rgb.shape)
@@ -449,7 +451,7 @@ class Restorer:
         out = paste_back(rgb, faces, inverses, opts.upscale, masks=masks, canvas=canvas)
         results = [
             FaceResult(face.box, face.score, face.landmarks5, crop_side_in_image(m), opts.w,
-                       to_uint8(crop), to_uint8(rest), m)
+                       to_uint8(crop), to_uint8(rest), m, face.detector)
             for face, m, crop, rest in zip(prepared.faces, affines, crops, restored, strict=True)
         ]
         return out, results
@@ -532,7 +534,7 @@ class Restorer:
             points = (np.asarray(landmarks[i], np.float64) + 0.5) / f - 0.5
             results.append(FaceResult(box, float(det_faces[i][4]), points,
                                       crop_side_in_image(m) / f, opts.w, crops[len(results)][..., ::-1].copy(),
-                                      to_uint8(restored[len(results)]), m @ to_photo))
+                                      to_uint8(restored[len(results)]), m @ to_photo, "retinaface"))
         timings = dict(detect=t1 - t0, align=t2 - t1, restore=t3 - t2, upsample=t4 - t3, parse=t5 - t4,
                        paste=t6 - t5)
         log.debug("%d face(s), official profile; timings %s", len(rows), timings)
@@ -551,5 +553,5 @@ class Restorer:
         affine[:, 2] = (FACE_SIZE / np.array([w, h]) - 1) / 2  # pixel centres, as cv2.resize maps them
         landmarks = transform_points(template(), invert_affine(affine))
         face = FaceResult((0.0, 0.0, float(w), float(h)), 1.0, landmarks, float(max(w, h)), opts.w,
-                          to_uint8(crop), to_uint8(restored), affine)
+                          to_uint8(crop), to_uint8(restored), affine, "aligned")
         return out, [face]

@@ -1,7 +1,7 @@
 """Per-face quality and identity report for `codeformer restore --report`.
 
 For each restored face (`FaceResult`):
-- where and how sure: box, detector score, face size (input px);
+- where and how sure: box, which detector found it and its score, face size (input px);
 - how degraded the input was: sharpness and noise σ of the aligned input crop (`metrics.noref`), the three
   `-w auto` factors and the w that rule would pick, next to the w actually used;
 - identity kept: dlib embedding of the input crop vs the restored crop (cosine, L2; dlib's same-person
@@ -76,6 +76,7 @@ def report_face(face: FaceResult, embedder: IdentityEmbedder | None = None,
     record: dict = {
         "box": [round(float(v), 2) for v in face.box],
         "score": round(float(face.score), 4),
+        "detector": face.detector,
         "face_size": round(float(face.face_size), 2),
         "input_sharpness": round(degradation.sharpness, 3),
         "input_noise_sigma": round(degradation.noise_sigma, 3),

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from codeformer.face.detection import find_dlib_model
+from codeformer.dlib_models import find_dlib_model
 
 __all__ = ["ALIGNED_FACE_BOX_512", "IdentityEmbedder", "IdentityScore", "NoFaceFound", "cosine_similarity",
            "landmark_distance"]

@@ -6,11 +6,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 from tqdm import tqdm
 
 from codeformer import weights
-from codeformer.face.detection import DlibDetector
+from codeformer.dlib_models import DlibFaceModels, landmarks68_to_5
 from codeformer.metrics.evaluate import Evaluation, Metrics, evaluate_folders
 from codeformer.metrics.fid import FIDInceptionV3
 from codeformer.metrics.fidelity import LPIPSMetric
@@ -26,16 +27,29 @@ LPIPS_WEIGHTS = "lpips_vgg_v0.1.pth"
 
 class DlibLandmarks:
     """Landmark finder for the landmark distance: H×W×3 uint8 RGB → ((5, 2) FFHQ points, face box side px) of the
-    best-scoring dlib face, or None."""
+    best-scoring dlib HOG face on a copy with a 640 px short side (68 points reduced to five), or None.
 
-    def __init__(self, detector: DlibDetector) -> None:
-        self.detector = detector
+    It uses dlib directly (`codeformer.dlib_models`), not `codeformer.face`, so `metrics` does not depend on
+    `face`; the points are those `face.detection.DlibDetector` gives."""
+
+    short_side = 640
+
+    def __init__(self, models: DlibFaceModels | None = None) -> None:
+        self.models = models or DlibFaceModels()
 
     def __call__(self, rgb: np.ndarray) -> tuple[np.ndarray, float] | None:
-        faces = self.detector.detect(rgb)
-        if not faces:
+        img = np.ascontiguousarray(rgb[:, :, :3])
+        h, w = img.shape[:2]
+        scale = self.short_side / min(h, w)
+        if scale != 1.0:
+            size = (max(1, round(w * scale)), max(1, round(h * scale)))
+            img = cv2.resize(img, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+        found = self.models.hog(img, 0, 0.0)
+        if not found:
             return None
-        return faces[0].landmarks5, faces[0].size
+        box, _ = max(found, key=lambda f: f[1])
+        points = (landmarks68_to_5(self.models.landmarks68(img, box)) + 0.5) / scale - 0.5
+        return points, max(box[2] - box[0] + 1, box[3] - box[1] + 1) / scale
 
 
 def _record(used: dict[str, dict[str, str]], name: str, path: Path) -> None:
@@ -66,7 +80,7 @@ def build_metrics(lpips: bool = True, identity: bool = True, fid: bool = True, v
             metrics.identity = IdentityEmbedder.load()
             for name, path in IdentityEmbedder.model_files().items():
                 _record(used, name, Path(path))
-            metrics.landmarks = DlibLandmarks(DlibDetector())
+            metrics.landmarks = DlibLandmarks()
         except (FileNotFoundError, ImportError, RuntimeError) as exc:
             metrics.skipped["identity"] = " ".join(str(exc).split())
     else:

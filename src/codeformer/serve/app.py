@@ -46,7 +46,8 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from codeformer.data.images import ImageReadError, ImageWriteError, encode_image, read_image
-from codeformer.face.detection import DlibDetector, Face, FaceDetector
+from codeformer.face import detection
+from codeformer.face.detection import Face, FaceDetector
 from codeformer.face.pipeline import W_RANGE, FaceResult, RestoreOptions, Restorer
 from codeformer.serve.batcher import BatchingModel
 from codeformer.serve.limits import BodyLimit
@@ -237,7 +238,7 @@ def create_app(restorer: Restorer, config: ServeConfig | None = None) -> FastAPI
     is wrapped in a `BatchingModel`). Nothing is shared between two apps."""
     cfg = config or ServeConfig()
     batcher = BatchingModel(restorer.model, max_batch=cfg.max_batch, linger_s=cfg.linger_ms / 1000.0)
-    detector = _LockedDetector(restorer.detector or DlibDetector())
+    detector = _LockedDetector(restorer.detector or detection.make_detector())
     shared = Restorer(batcher, detector=detector, device=restorer.device, options=restorer.options)
     admission = _Admission(cfg.max_pending, cfg.max_memory_bytes)
 
@@ -308,8 +309,9 @@ def create_app(restorer: Restorer, config: ServeConfig | None = None) -> FastAPI
 
 
 def face_record(face: FaceResult) -> dict[str, object]:
-    """The JSON report of one restored face (input pixels): box, detector score, 5 points, face size, w."""
+    """The JSON report of one restored face (input pixels): box, detector and its score, 5 points, face size, w."""
     return {"box": [round(float(v), 2) for v in face.box], "score": round(float(face.score), 4),
+            "detector": face.detector,
             "landmarks5": [[round(float(x), 2), round(float(y), 2)] for x, y in face.landmarks5],
             "face_size": round(float(face.face_size), 2), "w": face.w}
 
