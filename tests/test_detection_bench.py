@@ -108,7 +108,13 @@ def test_restore_and_serve_take_a_detector_choice() -> None:
     from codeformer.cli import build_parser
 
     parser = build_parser()
-    assert parser.parse_args(["restore", "in.png", "-o", "out"]).detector == "hybrid"
+    from codeformer.cli import _detector
+    from codeformer.face.detection import HybridDetector
+
+    default = parser.parse_args(["restore", "in.png", "-o", "out"]).detector
+    assert default is None  # the profile decides: hybrid by default, retinaface for --profile official
+    assert isinstance(_detector(default), HybridDetector)
+    assert parser.parse_args(["restore", "in.png", "-o", "out", "--detector", "retinaface"]).detector == "retinaface"
     assert parser.parse_args(["restore", "in.png", "-o", "out", "--detector", "cnn"]).detector == "cnn"
     assert parser.parse_args(["serve", "--detector", "hog"]).detector == "hog"
     with pytest.raises(SystemExit):
