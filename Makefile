@@ -25,7 +25,7 @@ lint: setup
 
 test: setup browser
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 # Debian's chromium for the page test (tests/test_serve_browser.py, driven by Playwright; Playwright's own browser
 # download is not used). Installs only when no chromium is found; needs root or sudo.

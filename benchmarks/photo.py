@@ -34,7 +34,7 @@ import torch
 
 from codeformer.checkpoint import load_codeformer
 from codeformer.data.images import Picture, encode_image, read_image
-from codeformer.face.detection import DlibDetector
+from codeformer.face.detection import DlibDetector, make_detector
 from codeformer.face.pipeline import RestoreOptions, Restorer
 from codeformer.runtime import TorchRunner
 
@@ -194,8 +194,8 @@ def vs_official(args: argparse.Namespace) -> None:
         ("ours --profile official (no background upsampler)",
          Restorer(fp32, retina, args.device, parser=partial(parse, parsenet)),
          RestoreOptions(w=0.7, upscale=2, profile="official", batch_size=4), False),
-        ("ours default", Restorer(fp32, DlibDetector(), args.device), RestoreOptions(w=0.7, upscale=2), False),
-        ("ours default --precision bf16", Restorer(bf16, DlibDetector(), args.device),
+        ("ours default", Restorer(fp32, make_detector(), args.device), RestoreOptions(w=0.7, upscale=2), False),
+        ("ours default --precision bf16", Restorer(bf16, make_detector(), args.device),
          RestoreOptions(w=0.7, upscale=2), False),
     ]
     # Warm-up: each network once, so no row pays one-time costs (allocator, kernel selection) for the others.
