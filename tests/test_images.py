@@ -701,7 +701,6 @@ KILL_CHILD = textwrap.dedent("""
 """)
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
 def test_sigkill_mid_write_never_leaves_partial_file(tmp_path: Path) -> None:
     """SIGKILL at three exact points of a write (no sleeps to tune): while encoding, between fsync and rename,
     after the rename. The target is the old file, the old file, the new file; the next run sweeps the
