@@ -22,7 +22,6 @@ so an output finished just before a kill, whose manifest line never made it, is 
 from __future__ import annotations
 
 import datetime
-import functools
 import hashlib
 import json
 import logging
@@ -31,6 +30,8 @@ import stat
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+from codeformer.weights import cached_file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -45,20 +46,9 @@ def fingerprint(options: Mapping[str, object]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-@functools.lru_cache(maxsize=16)
-def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def weights_sha256(path: str | os.PathLike[str]) -> str:
     """SHA-256 of a weights file, hashed once per process for a given (path, size, mtime)."""
-    real = os.path.realpath(path)
-    st = os.stat(real)
-    return _sha256_of(real, st.st_size, st.st_mtime_ns)
+    return cached_file_sha256(path)
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str | None:
