@@ -65,6 +65,23 @@ def _two_threads():
     torch.set_num_threads(2)  # the parity reference was computed with 2 threads
 
 
+@pytest.fixture
+def one_thread(_two_threads):
+    """One thread for tests of many small convolutions (the pipeline kit's ParseNet and RRDBNet): two OpenMP threads
+    on a loaded 2-core machine wait on each other (measured: the tile-64 case 227 s wall with 2 threads, 12 s with 1,
+    same CPU time). The kit's outputs are identical for 1 and 2 threads (its README, "Tolerances")."""
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def pipe_ref() -> dict[str, np.ndarray]:
+    """The pipeline kit's reference arrays (`../shared/parity/pipeline/reference_pipeline.npz`)."""
+    with np.load(PARITY / "pipeline" / "reference_pipeline.npz") as z:
+        return {k: z[k] for k in z.files}
+
+
 def _fill_module():
     spec = importlib.util.spec_from_file_location("fill_weights", PARITY / "fill_weights.py")
     module = importlib.util.module_from_spec(spec)

@@ -25,20 +25,7 @@ ARGMAX_MARGIN = 1e-2
 MASK_TOL = 1e-6
 
 
-@pytest.fixture(autouse=True)
-def _one_thread(_two_threads):
-    """One thread for these tests: they run many small convolutions, where two OpenMP threads on a loaded 2-core
-    machine wait on each other (measured: the tile-64 case 227 s wall with 2 threads, 12 s with 1, same CPU time).
-    The kit's outputs are identical for 1 and 2 threads (README "Tolerances")."""
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(2)
-
-
-@pytest.fixture(scope="module")
-def pipe_ref() -> dict[str, np.ndarray]:
-    with np.load(PIPELINE / "reference_pipeline.npz") as z:
-        return {k: z[k] for k in z.files}
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
